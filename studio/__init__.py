@@ -1,0 +1,1 @@
+"""Uni-X Studio user interface (Gradio). Imports unix_core; unix_core never imports this package."""

@@ -1,0 +1,27 @@
+"""Shared pytest configuration: markers for slow and GPU-only tests."""
+
+import pathlib
+
+import pytest
+import torch
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes more than a few seconds on 2 CPU cores")
+    config.addinivalue_line("markers", "gpu: needs a CUDA device")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> pathlib.Path:
+    return FIXTURES

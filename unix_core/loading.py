@@ -1,0 +1,77 @@
+"""Strict checkpoint loading for Uni-X models (local folders and hub ids, optionally 8-bit).
+
+transformers' ``from_pretrained`` does the heavy lifting (hub resolution through huggingface_hub, sharded
+safetensors, dtype, ``device_map``, bitsandbytes quantization); this module turns its lenient reporting
+into errors: any missing, unexpected or mis-shaped key raises ``ValueError`` naming the keys, instead of
+a warning and a silently random-initialised weight.
+
+The official layout needs no key remapping (our parameter names are the official ones); should another
+layout ever need one, it belongs in :func:`remap_state_dict_keys`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+_MAX_KEYS_SHOWN = 12
+
+
+def remap_state_dict_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map a state dict in another layout onto ours. The official Uni-X layout is ours: identity."""
+    return state_dict
+
+
+def _describe(keys: list[str]) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(keys[:_MAX_KEYS_SHOWN])
+    return shown + (f" (and {len(keys) - _MAX_KEYS_SHOWN} more)" if len(keys) > _MAX_KEYS_SHOWN else "")
+
+
+def check_loading_info(info: dict[str, Any], source: str) -> None:
+    """Raise ``ValueError`` if transformers reported any missing, unexpected or mismatched key."""
+    problems = []
+    if info.get("missing_keys"):
+        problems.append(f"missing keys: {_describe(list(info['missing_keys']))}")
+    if info.get("unexpected_keys"):
+        problems.append(f"unexpected keys: {_describe(list(info['unexpected_keys']))}")
+    if info.get("mismatched_keys"):
+        shapes = [f"{name} (checkpoint {tuple(a)} vs model {tuple(b)})" for name, a, b in info["mismatched_keys"]]
+        problems.append(f"mis-shaped keys: {_describe(shapes)}")
+    if info.get("error_msgs"):
+        problems.append("errors: " + "; ".join(info["error_msgs"]))
+    if problems:
+        raise ValueError(
+            f"checkpoint {source} does not match its config in the Uni-X layout "
+            "(model.embed_tokens, model.layers.N, model.vision_encode_layers.N, model.vision_decode_layers.N, "
+            "model.norm, lm_head): " + "; ".join(problems)
+        )
+
+
+def _check_8bit_support(kwargs: dict[str, Any]) -> None:
+    quantization = kwargs.get("quantization_config")
+    if quantization is None or not getattr(quantization, "load_in_8bit", False):
+        return
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as err:
+        raise ValueError("8-bit loading needs the bitsandbytes package: pip install bitsandbytes") from err
+    device_map = kwargs.get("device_map")
+    wants_cpu = device_map in (None, "cpu") or (isinstance(device_map, dict) and set(device_map.values()) <= {"cpu"})
+    if wants_cpu and not torch.cuda.is_available():
+        raise ValueError(
+            "8-bit loading was requested but no CUDA device is available: bitsandbytes' LLM.int8 weights need a "
+            "GPU (CUDA) for this model; load without 8-bit on the CPU, or run on a CUDA machine"
+        )
+
+
+def load_strict(loader: Callable, source, *args, **kwargs):
+    """Call transformers' ``from_pretrained`` (``loader``) and fail on any key problem."""
+    _check_8bit_support(kwargs)
+    want_info = kwargs.pop("output_loading_info", False)
+    kwargs["ignore_mismatched_sizes"] = True  # collect mismatches and report them ourselves
+    model, info = loader(source, *args, output_loading_info=True, **kwargs)
+    check_loading_info(info, str(source))
+    return (model, info) if want_info else model
