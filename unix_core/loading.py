@@ -50,21 +50,37 @@ def check_loading_info(info: dict[str, Any], source: str) -> None:
         )
 
 
+def int8_support_error(device: str) -> str | None:
+    """Why bitsandbytes' LLM.int8 layers cannot run on ``device`` here, or None if they can.
+
+    Probed with a tiny layer rather than guessed from versions: recent bitsandbytes releases run int8 on
+    the CPU too, older ones only on CUDA.
+    """
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return "the bitsandbytes package is not installed (pip install bitsandbytes)"
+    if device == "cuda" and not torch.cuda.is_available():
+        return "no CUDA device is available"
+    try:
+        layer = bnb.nn.Linear8bitLt(16, 16, bias=False, has_fp16_weights=False).to(device)
+        with torch.no_grad():
+            layer(torch.ones(1, 16, device=device, dtype=torch.float16))
+    except Exception as err:  # any failure of the probe means: unsupported here
+        return f"bitsandbytes {getattr(bnb, '__version__', '?')} cannot run int8 layers on {device}: {err}"
+    return None
+
+
 def _check_8bit_support(kwargs: dict[str, Any]) -> None:
     quantization = kwargs.get("quantization_config")
     if quantization is None or not getattr(quantization, "load_in_8bit", False):
         return
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError as err:
-        raise ValueError("8-bit loading needs the bitsandbytes package: pip install bitsandbytes") from err
     device_map = kwargs.get("device_map")
-    wants_cpu = device_map in (None, "cpu") or (isinstance(device_map, dict) and set(device_map.values()) <= {"cpu"})
-    if wants_cpu and not torch.cuda.is_available():
-        raise ValueError(
-            "8-bit loading was requested but no CUDA device is available: bitsandbytes' LLM.int8 weights need a "
-            "GPU (CUDA) for this model; load without 8-bit on the CPU, or run on a CUDA machine"
-        )
+    on_cpu = device_map in (None, "cpu") or (isinstance(device_map, dict) and set(device_map.values()) <= {"cpu"})
+    device = "cpu" if on_cpu and not torch.cuda.is_available() else "cuda"
+    reason = int8_support_error(device)
+    if reason is not None:
+        raise ValueError(f"8-bit loading is not possible here: {reason}; load without 8-bit instead")
 
 
 def load_strict(loader: Callable, source, *args, **kwargs):
