@@ -77,7 +77,9 @@ class KVBuffer:
         B, _, N, _ = k.shape
         start = 0 if self.lengths is None else self.max_length
         self._ensure_capacity(k, start + N, B)
-        if counts is None and not self.ragged:
+        # Rows stay equally long while every row appends N entries (a pack without padding slots).
+        uneven = counts is not None and bool((counts != N).any())
+        if not self.ragged and not uneven:
             self.k[:, :, start : start + N] = k
             self.v[:, :, start : start + N] = v
             self.positions[:, start : start + N] = positions
@@ -91,7 +93,7 @@ class KVBuffer:
             self.positions.scatter_(1, index, positions)
             self.valid.scatter_(1, index, valid)
             self.lengths += N if counts is None else counts
-        self.ragged = self.ragged or counts is not None
+        self.ragged = self.ragged or uneven
         self.all_valid = self.all_valid and bool(valid.all())
         L = self.max_length
         allowed = None
