@@ -98,6 +98,20 @@ class UniXAttention(nn.Module):
         else:
             self.q_norm = self.k_norm = None
 
+    def project(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, T, C) -> q (B, H, T, D), k and v (B, H_kv, T, D), with q/k norm and RoPE applied."""
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)
+        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = apply_rotary(q.transpose(1, 2), cos, sin)
+        k = apply_rotary(k.transpose(1, 2), cos, sin)
+        return q, k, v.transpose(1, 2)
+
     def forward(
         self,
         x: torch.Tensor,
@@ -109,14 +123,7 @@ class UniXAttention(nn.Module):
         kv_buffer: KVBuffer | None,
     ) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)
-        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
-        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
-        if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q = apply_rotary(q.transpose(1, 2), cos, sin)  # (B, H, T, D)
-        k = apply_rotary(k.transpose(1, 2), cos, sin)  # (B, H_kv, T, D)
-        v = v.transpose(1, 2)
+        q, k, v = self.project(x, cos, sin)
         if kv_buffer is not None:
             k_all, v_all, k_positions, k_allowed = kv_buffer.append(k, v, positions, valid, counts)
             self_attention = k_all.shape[2] == T and not kv_buffer.ragged
