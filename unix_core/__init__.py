@@ -1,9 +1,26 @@
-"""Uni-X core: model, KV cache, checkpoint loading (and, in sub-packages, the image tokenizer and the
-synthetic shapes world). Never imports gradio; nothing happens at import time."""
+"""Uni-X core: model, KV cache, checkpoint loading, generation, image tokenizer (``unix_core.vq``) and the
+synthetic shapes world (``unix_core.world``). Never imports gradio.
 
-from .config import UniXConfig
-from .model import UniXForCausalLM, UniXModel
-from .cache import UniXCache
-from .modality import vision_token_mask
+Nothing happens at import time: the public names below are resolved lazily, so ``import unix_core.world``
+stays light (no torch).
+"""
 
-__all__ = ["UniXConfig", "UniXForCausalLM", "UniXModel", "UniXCache", "vision_token_mask"]
+from importlib import import_module
+
+_EXPORTS = {
+    "UniXConfig": ".config",
+    "UniXForCausalLM": ".model",
+    "UniXModel": ".model",
+    "UniXCache": ".cache",
+    "vision_token_mask": ".modality",
+    "UniXPipeline": ".pipeline",
+    "trace_routing": ".routing",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module 'unix_core' has no attribute {name!r}")
