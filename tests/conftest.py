@@ -9,6 +9,8 @@ FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 
 
 def pytest_configure(config):
+    # Tests use tiny models: one thread avoids oversubscription stalls on shared 2-core machines.
+    torch.set_num_threads(1)
     config.addinivalue_line("markers", "slow: takes more than a few seconds on 2 CPU cores")
     config.addinivalue_line("markers", "gpu: needs a CUDA device")
 

@@ -1,0 +1,79 @@
+"""Turn templates, user text and images into token ids, and describe the resulting layout.
+
+An image is spliced in as ``<|vision_start|>`` + ``real_text_vocab_size + code`` for each code (raster order)
++ ``<|vision_end|>``. Literal template text is tokenized with special tokens recognised; user text with
+special tokens split (so ``<|vision_start|>`` typed by a user stays plain text).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .templates import template_parts
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One piece of an interleaved prompt, for display: text or an image."""
+
+    kind: str  # "text" or "image"
+    text: str  # the text, or a short description of the image
+    num_tokens: int
+    modality: str  # which branch its tokens take in split layers ("text" or "vision")
+
+
+@dataclass
+class RenderedPrompt:
+    ids: list[int]
+    segments: list[Segment]
+
+
+class PromptBuilder:
+    def __init__(self, tokenizer, *, real_text_vocab_size: int, vision_start_id: int, vision_end_id: int) -> None:
+        self.tokenizer = tokenizer
+        self.real_text_vocab_size = real_text_vocab_size
+        self.vision_start_id = vision_start_id
+        self.vision_end_id = vision_end_id
+
+    def text_ids(self, text: str, *, user: bool) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False, split_special_tokens=user)["input_ids"]
+
+    def image_ids(self, codes: torch.Tensor) -> list[int]:
+        flat = (codes.flatten().to(torch.long) + self.real_text_vocab_size).tolist()
+        return [self.vision_start_id, *flat, self.vision_end_id]
+
+    def render(self, template: str, fields: dict[str, str], images: list[torch.Tensor]) -> RenderedPrompt:
+        """Fill ``template`` with ``fields`` (user text) and ``images`` (code grids, in order)."""
+        ids: list[int] = []
+        segments: list[Segment] = []
+        image_iter = iter(images)
+        for kind, value in template_parts(template):
+            if kind == "image":
+                codes = next(image_iter, None)
+                if codes is None:
+                    raise ValueError("the template needs more images than were given")
+                part = self.image_ids(codes)
+                h, w = codes.shape[-2:] if codes.dim() >= 2 else (1, codes.numel())
+                segments.append(Segment("image", f"<|vision_start|> + image {h}x{w} codes", len(part) - 1, "vision"))
+                segments.append(Segment("text", "<|vision_end|>", 1, "text"))
+            elif kind == "field":
+                if value not in fields:
+                    raise ValueError(f"the template needs a value for {{{value}}}")
+                part = self.text_ids(fields[value], user=True)
+                segments.append(Segment("text", fields[value], len(part), "text"))
+            else:
+                part = self.text_ids(value, user=False)
+                segments.extend(self._literal_segments(value, part))
+            ids.extend(part)
+        if next(image_iter, None) is not None:
+            raise ValueError("more images were given than the template has places for")
+        return RenderedPrompt(ids, [s for s in segments if s.num_tokens])
+
+    def _literal_segments(self, text: str, ids: list[int]) -> list[Segment]:
+        """A literal may end in <|vision_start|> (vision modality): report that token separately."""
+        if ids and ids[-1] == self.vision_start_id:
+            head = self.tokenizer.decode(ids[:-1]) if len(ids) > 1 else ""
+            return [Segment("text", head, len(ids) - 1, "text"), Segment("text", "<|vision_start|>", 1, "vision")]
+        return [Segment("text", text, len(ids), "text")]

@@ -1,0 +1,137 @@
+"""Prompt templates per checkpoint family, as data.
+
+A template is a string with ``{field}`` placeholders for user text and ``<image>`` where an image is spliced
+in as ``<|vision_start|>`` codes ``<|vision_end|>``. Rendering keeps literal template text (which may hold
+special tokens such as ``<|vision_start|>``) apart from user text, which is tokenized with special tokens
+split, so a user cannot inject control tokens.
+
+Built-in families: ``uni-x`` (the official Uni-X layouts, see ``tests/fixtures`` and the official
+``data_collator.py``/``gen_img.py``) and ``shapes`` (our embedded default model). A checkpoint folder may
+override any entry with a ``prompt_templates.json`` file holding a subset of :class:`PromptTemplates`' fields.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+IMAGE_PLACEHOLDER = "<image>"
+TEMPLATES_FILE = "prompt_templates.json"
+
+
+@dataclass(frozen=True)
+class PromptTemplates:
+    family: str
+    text_to_image: str
+    unconditional: str
+    caption: str
+    answer: str
+    edit: str
+    edit_unconditional: str
+    few_shot_example: str
+    few_shot_query: str
+    end_tokens: tuple[str, ...] = ()
+    image_size: int | None = None  # pixels; None: the image tokenizer's own resolution
+    defaults: dict[str, Any] = field(default_factory=dict)  # default sampling settings per entry point
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type == "str" and not isinstance(value, str):
+                raise ValueError(f"prompt template {f.name!r} must be a string, got {type(value).__name__}")
+        for name in ("text_to_image", "edit"):
+            if not getattr(self, name).endswith("<|vision_start|>"):
+                raise ValueError(f"prompt template {name!r} must end with <|vision_start|> (the image follows)")
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "PromptTemplates":
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown prompt template fields {unknown}; allowed: {sorted(known)}")
+        values = dict(overrides)
+        if "end_tokens" in values:
+            values["end_tokens"] = tuple(values["end_tokens"])
+        if "defaults" in values:
+            values["defaults"] = {**self.defaults, **values["defaults"]}
+        return replace(self, **values)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["end_tokens"] = list(self.end_tokens)
+        return out
+
+
+UNI_X = PromptTemplates(
+    family="uni-x",
+    text_to_image="{prompt} Generate an image based on this description.<|vision_start|>",
+    unconditional="<unconditional><|vision_start|>",
+    caption="<image>The caption of this image is:",
+    answer="<image>\n{question}\n",
+    edit="<image>\n{instruction}\n<|vision_start|>",
+    edit_unconditional="<unconditional><|vision_start|>",
+    few_shot_example="<image>{text}\n",
+    few_shot_query="<image>",
+    end_tokens=("<|endoftext|>", "<|im_end|>"),
+    image_size=512,
+    defaults={
+        "text_to_image": {"cfg_scale": 4.0, "temperature": 1.0, "top_k": 4096, "top_p": 0.96},
+        "edit": {"cfg_scale": 4.0, "temperature": 1.0, "top_k": 4096, "top_p": 0.96},
+        "text": {"temperature": 0.0, "max_new_tokens": 256},
+    },
+)
+
+SHAPES = PromptTemplates(
+    family="shapes",
+    text_to_image="{prompt}<|vision_start|>",
+    unconditional="<unconditional><|vision_start|>",
+    caption="<image>caption:",
+    answer="<image>question: {question} answer:",
+    edit="<image>edit: {instruction}<|vision_start|>",
+    edit_unconditional="<image>edit:<|vision_start|>",
+    few_shot_example="<image>{text}<|endoftext|>",
+    few_shot_query="<image>",
+    end_tokens=("<|endoftext|>",),
+    defaults={
+        "text_to_image": {"cfg_scale": 3.0, "temperature": 1.0, "top_k": 0, "top_p": 1.0},
+        "edit": {"cfg_scale": 1.0, "temperature": 1.0, "top_k": 0, "top_p": 1.0},
+        "text": {"temperature": 0.0, "max_new_tokens": 48},
+    },
+)
+
+FAMILIES = {t.family: t for t in (UNI_X, SHAPES)}
+
+
+def load_templates(folder: str | Path | None, default_family: str = "uni-x") -> PromptTemplates:
+    """The templates for a checkpoint folder: its ``prompt_templates.json`` over the family's built-ins."""
+    overrides: dict[str, Any] = {}
+    path = None if folder is None else Path(folder) / TEMPLATES_FILE
+    if path is not None and path.is_file():
+        try:
+            overrides = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON: {err}") from err
+        if not isinstance(overrides, dict):
+            raise ValueError(f"{path} must hold a JSON object of template fields")
+    family = overrides.get("family", default_family)
+    if family not in FAMILIES:
+        raise ValueError(f"unknown prompt template family {family!r}; allowed: {sorted(FAMILIES)}")
+    return FAMILIES[family].with_overrides(overrides)
+
+
+def template_parts(template: str) -> list[tuple[str, str]]:
+    """Split a template into ("literal", text), ("field", name) and ("image", "") parts, in order."""
+    parts: list[tuple[str, str]] = []
+    for i, chunk in enumerate(template.split(IMAGE_PLACEHOLDER)):
+        if i:
+            parts.append(("image", ""))
+        for literal, name, spec, conversion in string.Formatter().parse(chunk):
+            if literal:
+                parts.append(("literal", literal))
+            if name is not None:
+                if spec or conversion or not name.isidentifier():
+                    raise ValueError(f"template field {{{name}}} must be a plain {{name}} placeholder")
+                parts.append(("field", name))
+    return parts
