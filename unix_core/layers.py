@@ -22,7 +22,10 @@ from .config import UniXConfig
 
 
 class UniXRMSNorm(nn.Module):
-    """RMSNorm computed in float32 and cast back, as in Qwen."""
+    """RMSNorm as in Qwen: normalised in float32, cast back, then scaled.
+
+    float32 inputs take PyTorch's fused kernel (same arithmetic, one kernel instead of five).
+    """
 
     def __init__(self, dim: int, eps: float = 1e-6) -> None:
         super().__init__()
@@ -30,6 +33,8 @@ class UniXRMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
         dtype = x.dtype
         x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
