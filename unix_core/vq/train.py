@@ -1,0 +1,200 @@
+"""Training a small VQGAN tokenizer of the taming architecture on our own images.
+
+Objective per step (no perceptual or GAN loss):
+    recon (L1 or L2 of decoder output vs input) + |sg(z) - e|^2 + beta * |z - sg(e)|^2
+with the straight-through estimator (gradients of the decoder flow to the encoder through the
+quantiser) and beta = 0.25 by default (the commitment weight on the encoder side - not taming's
+"legacy" placement on the codebook side).
+
+Codebook health: after step 1 and then every `restart_every` steps, codes that were not picked
+since the previous check are "dead" and are re-initialised from randomly chosen encoder outputs of
+the latest batch; their Adam moments are reset. (The check after step 1 acts as a data-dependent
+codebook initialisation: taming's U(-1/n, 1/n) init leaves nearly every code unused.) Usage is
+reported as perplexity (exp of the entropy of the code histogram) and the fraction of codes used,
+both over each logging window.
+
+Sizing note: GroupNorm(32) with one channel per group (ch * ch_mult[0] == 32) normalises every
+channel on its own, so the decoder's final norm erases flat colours; give the full-resolution
+level at least 64 channels (e.g. ch 32 with ch_mult[0] = 2).
+
+All randomness comes from one `torch.Generator(seed)` (weights, batches, restarts); dropout, if
+configured, uses the global RNG.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Literal
+
+import torch
+import torch.nn.functional as F
+
+from unix_core.vq.config import VQConfig
+from unix_core.vq.image_io import ImageSource, load_image, to_rgb8
+from unix_core.vq.model import VQModel, init_weights
+from unix_core.vq.preprocess import image_to_tensor, resize_and_crop
+from unix_core.vq.tokenizer import VQImageTokenizer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class VQTrainLogEntry:
+    """Means over the steps since the previous entry; `step` is 1-based."""
+
+    step: int
+    loss: float
+    recon_loss: float
+    codebook_loss: float
+    commitment_loss: float
+    perplexity: float
+    used_fraction: float
+    restarted_codes: int
+
+
+@dataclass
+class VQTrainStats:
+    log: list[VQTrainLogEntry] = field(default_factory=list)
+    total_restarted_codes: int = 0
+
+
+class _CodeUsage:
+    """Code histograms over the current restart window and logging window."""
+
+    def __init__(self, n_embed: int, device: torch.device):
+        self.restart_window = torch.zeros(n_embed, dtype=torch.int64, device=device)
+        self.log_window = torch.zeros(n_embed, dtype=torch.int64, device=device)
+
+    def add(self, codes: torch.Tensor) -> None:
+        counts = torch.bincount(codes.flatten(), minlength=self.restart_window.numel())
+        self.restart_window += counts
+        self.log_window += counts
+
+    def log_summary(self) -> tuple[float, float]:
+        """(perplexity, used fraction) of the logging window; resets it."""
+        probs = self.log_window.double() / max(int(self.log_window.sum()), 1)
+        entropy = -(probs[probs > 0] * probs[probs > 0].log()).sum()
+        used = float((self.log_window > 0).double().mean())
+        self.log_window.zero_()
+        return math.exp(float(entropy)), used
+
+
+def train_vq(
+    images: torch.Tensor | Iterable[ImageSource],
+    config: VQConfig,
+    *,
+    steps: int = 1000,
+    batch_size: int = 16,
+    lr: float = 2e-4,
+    seed: int = 0,
+    log_every: int = 50,
+    beta: float = 0.25,
+    recon: Literal["l1", "l2"] = "l1",
+    restart_every: int = 20,
+    device: torch.device | str = "cpu",
+) -> tuple[VQImageTokenizer, VQTrainStats]:
+    """Train a fresh tokenizer of `config` on `images`; returns it (eval mode, float32) and statistics.
+
+    `images`: a float tensor (N, 3, S, S) in [-1, 1] with S = config.resolution, a uint8 tensor
+    (N, 3, S, S), or an iterable of image sources (PIL images, paths, bytes, ...) which are
+    preprocessed like `VQImageTokenizer.encode` at `config.resolution`. The set is held in memory.
+    """
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("log_every", log_every),
+                        ("restart_every", restart_every)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not lr > 0 or not beta >= 0:
+        raise ValueError(f"lr must be > 0 and beta >= 0, got lr={lr}, beta={beta}")
+    if recon not in ("l1", "l2"):
+        raise ValueError(f"recon must be 'l1' or 'l2', got {recon!r}")
+    data = training_tensor(images, config)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.device("meta"):
+        model = VQModel(config)
+    model = model.to_empty(device="cpu")
+    init_weights(model, generator)
+    model = model.to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.9))
+    codebook = model.quantize.embedding.weight
+    usage = _CodeUsage(config.n_embed, codebook.device)
+    stats = VQTrainStats()
+    sums = torch.zeros(4, dtype=torch.float64)
+    window_steps, window_restarts = 0, 0
+    for step in range(1, steps + 1):
+        batch = data[torch.randint(data.shape[0], (batch_size,), generator=generator)].to(device)
+        quantized = model.quantize(model.encode_latent(batch))
+        reconstruction = model.decode_latent(quantized.quantized)
+        recon_loss = F.l1_loss(reconstruction, batch) if recon == "l1" else F.mse_loss(reconstruction, batch)
+        loss = recon_loss + quantized.codebook_loss + beta * quantized.commitment_loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        usage.add(quantized.codes)
+        parts = (loss, recon_loss, quantized.codebook_loss, quantized.commitment_loss)
+        sums += torch.tensor([float(p.detach()) for p in parts], dtype=torch.float64)
+        window_steps += 1
+        if step == 1 or step % restart_every == 0:
+            window_restarts += restart_dead_codes(codebook, optimizer, usage.restart_window,
+                                                  quantized.flat_latents, generator)
+            usage.restart_window.zero_()
+        if step % log_every == 0 or step == steps:
+            perplexity, used = usage.log_summary()
+            means = (sums / window_steps).tolist()
+            entry = VQTrainLogEntry(step, *means, perplexity=perplexity, used_fraction=used,
+                                    restarted_codes=window_restarts)
+            stats.log.append(entry)
+            stats.total_restarted_codes += window_restarts
+            logger.info("vq train %s", entry)
+            sums.zero_()
+            window_steps, window_restarts = 0, 0
+    return VQImageTokenizer(model.float().eval()), stats
+
+
+@torch.no_grad()
+def restart_dead_codes(
+    codebook: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    window_counts: torch.Tensor,
+    recent_latents: torch.Tensor,
+    generator: torch.Generator,
+) -> int:
+    """Re-initialise codes with zero count from random rows of `recent_latents` (N, C); returns how many.
+
+    Distinct latents are drawn when there are enough, with replacement otherwise. The Adam moments
+    of the restarted rows are zeroed so that stale momentum does not drag them away.
+    """
+    dead = torch.nonzero(window_counts == 0).flatten()
+    if dead.numel() == 0:
+        return 0
+    n_latents = recent_latents.shape[0]
+    if n_latents >= dead.numel():
+        picks = torch.randperm(n_latents, generator=generator)[: dead.numel()]
+    else:
+        picks = torch.randint(n_latents, (dead.numel(),), generator=generator)
+    codebook[dead.to(codebook.device)] = recent_latents[picks.to(recent_latents.device)].to(codebook.dtype)
+    state = optimizer.state.get(codebook, {})
+    for key in ("exp_avg", "exp_avg_sq"):
+        if key in state:
+            state[key][dead.to(codebook.device)] = 0
+    return int(dead.numel())
+
+
+def training_tensor(images: torch.Tensor | Iterable[ImageSource], config: VQConfig) -> torch.Tensor:
+    """Training images -> (N, 3, S, S) float32 CPU tensor in [-1, 1], S = config.resolution."""
+    size = config.resolution
+    if isinstance(images, torch.Tensor):
+        if images.dim() != 4 or images.shape[1] != 3 or images.shape[2] != size or images.shape[3] != size:
+            raise ValueError(f"training images must have shape (N, 3, {size}, {size}), got {tuple(images.shape)}")
+        if images.dtype == torch.uint8:
+            return images.float() / 255.0 * 2 - 1
+        if not images.is_floating_point():
+            raise ValueError(f"training images must be float in [-1, 1] or uint8, got {images.dtype}")
+        if images.numel() and (images.min() < -1 or images.max() > 1):
+            raise ValueError("float training images must lie in [-1, 1]")
+        return images.detach().to("cpu", torch.float32)
+    tensors = [image_to_tensor(resize_and_crop(to_rgb8(load_image(item)), size)) for item in images]
+    if not tensors:
+        raise ValueError("no training images")
+    return torch.cat(tensors)
