@@ -1,6 +1,8 @@
 """Shared pytest configuration: markers for slow and GPU-only tests."""
 
+import os
 import pathlib
+import tempfile
 
 import pytest
 import torch
@@ -11,6 +13,8 @@ FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 def pytest_configure(config):
     # Tests use tiny models: one thread avoids oversubscription stalls on shared 2-core machines.
     torch.set_num_threads(1)
+    # Preview palettes built by tests go to a throw-away cache, not the user's home.
+    os.environ.setdefault("UNIX_STUDIO_CACHE", tempfile.mkdtemp(prefix="unix-studio-test-cache-"))
     config.addinivalue_line("markers", "slow: takes more than a few seconds on 2 CPU cores")
     config.addinivalue_line("markers", "gpu: needs a CUDA device")
 

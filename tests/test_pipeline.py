@@ -167,3 +167,21 @@ def test_hub_id_resolves_through_huggingface_hub_offline(tmp_path, fixtures_dir,
     assert pipe.describe()["split"] == "1:1 of 4"
     with pytest.raises(ValueError, match="could not fetch hub model"):
         UniXPipeline.from_pretrained("uni-x-studio/absent")
+
+
+def test_code_palette_is_cached_and_reused(tmp_path, fixtures_dir, monkeypatch):
+    from unix_core.pipeline import find_vq_folder, load_or_build_palette
+    from unix_core.vq import VQImageTokenizer
+
+    monkeypatch.setenv("UNIX_STUDIO_CACHE", str(tmp_path / "cache"))
+    folder = build_checkpoint(tmp_path / "ck", fixtures_dir)
+    vq = VQImageTokenizer.from_pretrained(find_vq_folder(folder))
+    first = load_or_build_palette(vq, folder)
+    cached = list((tmp_path / "cache").glob("palette-*.safetensors"))
+    assert len(cached) == 1
+    def no_rebuild(self):
+        raise AssertionError("the palette was rebuilt instead of read from the cache")
+
+    monkeypatch.setattr(VQImageTokenizer, "code_palette", property(no_rebuild))
+    again = load_or_build_palette(VQImageTokenizer.from_pretrained(folder), folder)
+    assert torch.equal(first.patches, again.patches)

@@ -10,7 +10,9 @@ argument and what is allowed.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -33,6 +35,7 @@ logger = logging.getLogger(__name__)
 EMBEDDED_DEFAULT = Path(__file__).resolve().parent.parent / "assets" / "unix-shapes"
 VQ_SUBFOLDERS = ("", "vqgan", "vq", "image_tokenizer")
 VQ_FILE_SETS = (("vq_config.json", "vq_model.safetensors"), ("vqgan.yaml", "vqgan.ckpt"))
+PALETTE_FILE = "code_palette.safetensors"
 MAX_TEXT_CHARS = 2000
 MAX_IMAGES_PER_PROMPT = 8
 MAX_FEW_SHOT_EXAMPLES = 8
@@ -129,6 +132,34 @@ def find_vq_folder(folder: Path, vqgan: str | Path | None = None) -> Path:
     )
 
 
+def palette_cache_dir() -> Path:
+    return Path(os.environ.get("UNIX_STUDIO_CACHE", Path.home() / ".cache" / "unix-studio"))
+
+
+def load_or_build_palette(image_tokenizer, vq_folder: Path):
+    """The per-code preview palette: shipped beside the weights, cached from an earlier run, or built now
+    (seconds for small tokenizers, minutes for Chameleon's 8192 codes on a CPU) and cached."""
+    from .vq import CodePalette
+
+    shipped = vq_folder / PALETTE_FILE
+    if shipped.is_file():
+        return CodePalette.load(shipped)
+    weights = next(vq_folder / name for files in VQ_FILE_SETS for name in files[1:] if (vq_folder / name).is_file())
+    stat = weights.stat()
+    key = hashlib.sha1(f"{weights.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    cached = palette_cache_dir() / f"palette-{key}.safetensors"
+    if cached.is_file():
+        return CodePalette.load(cached)
+    logger.info("building the code palette for streaming previews (%d codes, once)", image_tokenizer.codebook_size)
+    palette = image_tokenizer.code_palette
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        palette.save(cached)
+    except OSError as err:
+        logger.warning("could not cache the code palette at %s: %s", cached, err)
+    return palette
+
+
 class UniXPipeline:
     def __init__(self, model: UniXForCausalLM, tokenizer, image_tokenizer, templates: PromptTemplates, *, name: str = "") -> None:
         self.model = model.eval()
@@ -195,7 +226,9 @@ class UniXPipeline:
             tokenizer = AutoTokenizer.from_pretrained(folder, config=model.config)
         except (OSError, ValueError) as err:
             raise ValueError(f"no text tokenizer could be loaded from {folder}: {err}") from err
-        image_tokenizer = VQImageTokenizer.from_pretrained(find_vq_folder(folder, vqgan), device=model.device)
+        vq_folder = find_vq_folder(folder, vqgan)
+        image_tokenizer = VQImageTokenizer.from_pretrained(vq_folder, device=model.device)
+        image_tokenizer.set_code_palette(load_or_build_palette(image_tokenizer, vq_folder))
         default_family = "shapes" if folder == EMBEDDED_DEFAULT else "uni-x"
         name = "embedded default (shapes world)" if path_or_hub_id is None else str(path_or_hub_id)
         return cls(model, tokenizer, image_tokenizer, load_templates(folder, default_family), name=name)
