@@ -78,17 +78,21 @@ def cfg_prompt(prompt_len: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.inference_mode()
-def time_decode(step_fn, prompt_len: int, steps: int) -> list[float]:
-    """Prefill a CFG pair, then feed ``steps`` image tokens one at a time; seconds per step."""
+def time_decode_interleaved(variants: dict, prompt_len: int, steps: int) -> dict[str, list[float]]:
+    """Prefill a CFG pair in every variant, then feed ``steps`` image tokens one at a time, alternating
+    between the variants at every step (rotating the order) so machine noise hits them alike."""
     ids, mask = cfg_prompt(prompt_len)
-    step_fn(ids, mask, prefill=True)
-    times = []
+    for step_fn in variants.values():
+        step_fn(ids, mask, prefill=True)
+    names = list(variants)
+    times = {name: [] for name in names}
     for i in range(steps):
         token = torch.full((2, 1), TEXT_VOCAB + (i * 37) % VISION_VOCAB)
         mask = torch.cat([mask, torch.ones(2, 1, dtype=torch.long)], 1)
-        t0 = time.perf_counter()
-        step_fn(token, mask, prefill=False)
-        times.append(time.perf_counter() - t0)
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            t0 = time.perf_counter()
+            variants[name](token, mask, prefill=False)
+            times[name].append(time.perf_counter() - t0)
     return times
 
 
@@ -130,12 +134,11 @@ def main() -> None:
     unix = build(args.hidden, args.layers, args.encode, args.decode)
     shared = build(args.hidden, args.layers, 0, 0)
     variants = {"uni-x (split)": ours(unix), "both branches (official)": both(unix), "shared transformer": ours(shared)}
-    for fn in variants.values():  # warm-up
-        time_decode(fn, args.prompt, 8)
+    time_decode_interleaved(variants, args.prompt, 8)  # warm-up
     per_step = {name: [] for name in variants}
-    for _ in range(args.rounds):  # interleaved rounds: machine noise hits all variants alike
-        for name, fn in variants.items():
-            per_step[name].extend(time_decode(fn, args.prompt, args.steps))
+    for _ in range(args.rounds):
+        for name, times in time_decode_interleaved(variants, args.prompt, args.steps).items():
+            per_step[name].extend(times)
     med = {name: statistics.median(v) * 1e3 for name, v in per_step.items()}
     print(f"config: hidden {args.hidden}, {args.layers} layers, split {args.encode}:{args.decode}, batch 2 (CFG), "
           f"prompt {args.prompt}, {args.rounds}x{args.steps} image-token decode steps, "
