@@ -1,0 +1,1 @@
+"""One module per studio tab; each has `build(ctx)` that lays out the tab and wires its events."""
