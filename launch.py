@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=DTYPES,
         help="weights dtype; auto = float32 on CPU, bfloat16 on GPUs that support it, else float16",
     )
-    model.add_argument("--load-8bit", action="store_true", help="load the weights in 8 bits (bitsandbytes, CUDA only)")
+    model.add_argument("--load-8bit", action="store_true", help="load the weights in 8 bits (bitsandbytes LLM.int8; CUDA, or CPU where bitsandbytes supports it)")
     model.add_argument(
         "--device-map",
         default=None,
@@ -102,10 +102,11 @@ def pick_device_and_dtype(args: argparse.Namespace):
         parsed = torch.device(device)
     except (RuntimeError, ValueError) as err:
         raise StartupError(f"--device {device!r} is not a device name (cpu, cuda, cuda:N, mps)") from err
-    gpu_needed = args.load_8bit or args.device_map is not None
+    # --load-8bit is checked by the loader itself: bitsandbytes may or may not have int8 kernels for the device.
+    gpu_needed = args.device_map is not None
     if parsed.type == "cuda" or gpu_needed:
         if not torch.cuda.is_available():
-            what = "--load-8bit" if args.load_8bit else "--device-map auto" if args.device_map else f"--device {device}"
+            what = "--device-map auto" if args.device_map else f"--device {device}"
             raise StartupError(f"{what} needs a CUDA GPU, and torch sees none on this machine; use --device cpu")
         if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
             raise StartupError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")

@@ -383,9 +383,20 @@ def test_startup_failures_end_with_one_readable_line(capsys, argv, message):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
-def test_8bit_without_a_gpu_is_a_readable_failure(capsys):
-    assert launch.main(["--load-8bit"]) == 2
+def test_device_map_without_a_gpu_is_a_readable_failure(capsys):
+    assert launch.main(["--device-map", "auto"]) == 2
     assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_8bit_where_unsupported_is_a_readable_failure(capsys, monkeypatch, tmp_path, fixtures_dir):
+    import unix_core.loading as loading
+    from tests.pipeline_fixture import build_checkpoint
+
+    folder = build_checkpoint(tmp_path / "ck", fixtures_dir)
+    monkeypatch.setattr(loading, "int8_support_error", lambda device: f"no int8 kernels for {device} (test)")
+    assert launch.main(["--model", str(folder), "--load-8bit"]) == 2
+    err = capsys.readouterr().err
+    assert "8-bit loading is not possible here: no int8 kernels for cpu (test)" in err and "Traceback" not in err
 
 
 @pytest.mark.skipif((EMBEDDED_DEFAULT / "config.json").is_file(), reason="the embedded default model is installed")
