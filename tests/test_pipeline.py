@@ -34,6 +34,8 @@ def test_describe_reports_split_and_parameters(pipe):
 
 def test_text_to_image_stream_fills_in_code_by_code(pipe):
     events = list(pipe.text_to_image_stream("a red circle", seed=3, num_images=2, cfg_scale=2.0, preview_every_rows=4))
+    adaptive = list(pipe.text_to_image_stream("a red circle", seed=3, num_images=1, cfg_scale=2.0))
+    assert adaptive[15].decoded is not None  # adaptive: the first decoded preview comes after row 1
     assert len(events) == 256 and all(isinstance(e, ImageStreamEvent) for e in events)
     assert [e.step for e in events] == list(range(1, 257)) and events[-1].progress == 1.0
     assert all(len(e.mosaics) == 2 and e.mosaics[0].size == (64, 64) for e in events)
@@ -46,6 +48,23 @@ def test_text_to_image_stream_fills_in_code_by_code(pipe):
     assert len(final.sequence_ids) == len(pipe._render(pipe.templates.text_to_image, {"prompt": "a red circle"}, []).ids) + 256
     # mosaics change as codes arrive
     assert events[10].mosaics[0].tobytes() != events[200].mosaics[0].tobytes()
+
+
+def test_adaptive_preview_schedule_keeps_decoding_within_budget():
+    from unix_core.pipeline import PreviewSchedule
+
+    schedule = PreviewSchedule(None, budget=0.1)
+    decodes, decode_time, generation_time = 0, 0.0, 0.0
+    for row in range(1, 201):
+        schedule.generated(0.05)  # one row of codes takes 50 ms
+        generation_time += 0.05
+        if schedule.due(row):
+            schedule.decoded(0.2)  # a decode takes 200 ms: due about every 40 rows
+            decodes += 1
+            decode_time += 0.2
+    assert decodes >= 5 and decode_time <= 0.1 * generation_time + 0.2  # first decode is immediate
+    fixed = PreviewSchedule(4)
+    assert [r for r in range(1, 13) if fixed.due(r)] == [4, 8, 12] and not PreviewSchedule(0).due(4)
 
 
 def test_same_seed_reproduces_and_final_equals_decode(pipe):

@@ -3,7 +3,8 @@ task entry points for text-to-image, captioning, question answering, editing and
 
 Every entry point has a ``*_stream`` twin yielding progress events; the plain call drains it. Image streams
 carry a cheap mosaic preview every step and a real decoded preview every ``preview_every_rows`` rows of
-codes. All per-request state lives in the stream; the pipeline object holds only read-only resources, so
+codes, or, by default, adaptively: as often as keeps decoding within 10% of the generation time (a decode
+of the Chameleon VQGAN costs far more on a CPU than on a GPU, and more than a small model's rows). All per-request state lives in the stream; the pipeline object holds only read-only resources, so
 concurrent requests cannot see each other's state. Invalid arguments raise ``ValueError`` naming the
 argument and what is allowed.
 """
@@ -130,6 +131,32 @@ def find_vq_folder(folder: Path, vqgan: str | Path | None = None) -> Path:
         f"no image tokenizer found in {where}: expected vqgan.yaml + vqgan.ckpt (taming/Chameleon) or "
         "vq_config.json + vq_model.safetensors; pass the folder holding them (--vqgan)"
     )
+
+
+class PreviewSchedule:
+    """When an image stream runs the real decoder (at row ends only).
+
+    ``every_rows`` k > 0: after every k-th row; 0: never; None: adaptively, after the first row and then
+    whenever the generation time since the last decode is at least ``cost / budget``, so decoding takes at
+    most about ``budget`` of the generation time whatever the decoder's and the model's speeds.
+    """
+
+    def __init__(self, every_rows: int | None, budget: float = 0.1) -> None:
+        self.every_rows = every_rows
+        self.budget = budget
+        self._last_cost = 0.0
+        self._since = 0.0
+
+    def generated(self, seconds: float) -> None:
+        self._since += seconds
+
+    def due(self, rows_done: int) -> bool:
+        if self.every_rows is not None:
+            return self.every_rows > 0 and rows_done % self.every_rows == 0
+        return self._since * self.budget >= self._last_cost
+
+    def decoded(self, seconds: float) -> None:
+        self._last_cost, self._since = seconds, 0.0
 
 
 def palette_cache_dir() -> Path:
@@ -295,7 +322,7 @@ class UniXPipeline:
         top_p: float | None = None,
         num_images: int = 1,
         cfg_window: tuple[float, float] | None = None,
-        preview_every_rows: int = 4,
+        preview_every_rows: int | None = None,
     ) -> Iterator[ImageStreamEvent]:
         prompt = self._check_text("prompt", prompt)
         t = self.templates
@@ -318,7 +345,7 @@ class UniXPipeline:
         top_p: float | None = None,
         num_images: int = 1,
         cfg_window: tuple[float, float] | None = None,
-        preview_every_rows: int = 4,
+        preview_every_rows: int | None = None,
     ) -> Iterator[ImageStreamEvent]:
         instruction = self._check_text("instruction", instruction)
         codes = self._encode_image("image", image)
@@ -337,12 +364,17 @@ class UniXPipeline:
         sampling: SamplingConfig,
         seed: int | None,
         num_images: int,
-        preview_every_rows: int,
+        preview_every_rows: int | None,
     ) -> Iterator[ImageStreamEvent]:
         if isinstance(num_images, bool) or not isinstance(num_images, int) or not 1 <= num_images <= MAX_IMAGES_PER_PROMPT:
             raise ValueError(f"num_images must be an integer in [1, {MAX_IMAGES_PER_PROMPT}], got {num_images!r}")
-        if isinstance(preview_every_rows, bool) or not isinstance(preview_every_rows, int) or preview_every_rows < 0:
-            raise ValueError(f"preview_every_rows must be an integer >= 0 (0: no decoded previews), got {preview_every_rows!r}")
+        if preview_every_rows is not None and (
+            isinstance(preview_every_rows, bool) or not isinstance(preview_every_rows, int) or preview_every_rows < 0
+        ):
+            raise ValueError(
+                "preview_every_rows must be None (adaptive) or an integer >= 0 (0: no decoded previews), "
+                f"got {preview_every_rows!r}"
+            )
         h, w = self.grid_hw
         self._check_context(max(len(rendered.ids), len(uncond.ids)), h * w, "the prompt")
         seed = self._seed(seed)
@@ -353,6 +385,7 @@ class UniXPipeline:
 
         h, w = self.grid_hw
         start = time.perf_counter()
+        schedule = PreviewSchedule(preview_every_rows)
         previews = [StreamingPreview(self.image_tokenizer, (h, w)) for _ in range(num_images)]
         stream = generate_image_stream(
             self.model,
@@ -364,13 +397,22 @@ class UniXPipeline:
             pad_id=self.pad_id,
         )
         try:
+            mark = time.perf_counter()
             for event in stream:
                 for preview, code in zip(previews, event.codes.tolist()):
                     preview.add(code)
                 step = event.step + 1
                 last = step == h * w
-                row_done = step % w == 0 and preview_every_rows and (step // w) % preview_every_rows == 0
-                decoded = [p.decoded() for p in previews] if row_done and not last else None
+                decoded = None
+                if step % w == 0 and not last:
+                    now = time.perf_counter()
+                    schedule.generated(now - mark)
+                    if schedule.due(step // w):
+                        decoded = [p.decoded() for p in previews]
+                        mark = time.perf_counter()
+                        schedule.decoded(mark - now)
+                    else:
+                        mark = now
                 images = self.image_tokenizer.decode_batch(event.grid.cpu()) if last else None
                 sequence = ids + (event.grid[0].flatten() + self.model.config.real_text_vocab_size).tolist() if last else None
                 yield ImageStreamEvent(
