@@ -1,0 +1,90 @@
+"""Train the embedded shapes-world Uni-X end to end: one command, fixed seed, resumable, CPU or GPU.
+
+    python scripts/train_embedded.py --out runs/embedded [--budget-minutes 90] [--resume]
+
+Writes ``OUT/checkpoint`` (model + text tokenizer + image tokenizer + prompt_templates.json, loadable with
+``UniXForCausalLM.from_pretrained``, ``AutoTokenizer.from_pretrained`` and ``VQImageTokenizer.from_pretrained``),
+``OUT/plan.json`` (every hyper-parameter) and ``OUT/work/`` (stage outputs and resumable training states).
+``--budget-minutes`` picks step counts and data sizes from throughput measured on a 2-core CPU with one
+thread; the counts (not the clock) decide when training ends, so runs are deterministic.
+``--split 0:0 --reuse-from runs/embedded`` trains the shared-transformer baseline with the same tokenizers,
+data, stage-1 model and stage-2 budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def parse_split(text: str) -> tuple[int, int]:
+    try:
+        a, b = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--split must look like A:B (e.g. 2:2), got {text!r}") from None
+    return a, b
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, type=Path, help="run folder (created)")
+    parser.add_argument("--budget-minutes", type=float, default=90.0, help="planned wall time on a 2-core CPU")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--split", type=parse_split, default=None, help="vision encode:decode layers, e.g. 2:2")
+    parser.add_argument("--hidden", type=int, default=None, help="LM width")
+    parser.add_argument("--layers", type=int, default=None, help="LM depth")
+    parser.add_argument("--stage2-steps", type=int, default=None, help="override the planned stage-2 steps")
+    parser.add_argument("--plan", type=Path, default=None, help="a plan.json to use instead of the budget plan")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 on a shared machine)")
+    parser.add_argument("--cpu", action="store_true", help="stay on the CPU even when a GPU is present")
+    parser.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
+    parser.add_argument("--time-limit-minutes", type=float, default=None,
+                        help="stop stage 2 early (checkpointed, resumable) after this long; for probes")
+    parser.add_argument("--reuse-from", type=Path, default=None,
+                        help="copy finished stages with equal inputs from another run (e.g. for the 0:0 baseline)")
+    parser.add_argument("--evaluate", type=int, default=0, help="afterwards, score N held-out samples per task")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    import torch
+    from accelerate import Accelerator
+
+    from unix_core.training.embedded import EmbeddedPlan, copy_reusable_stages, plan_for_budget, run_plan
+
+    torch.set_num_threads(args.threads)
+    if args.plan is not None:
+        plan = EmbeddedPlan.from_dict(json.loads(args.plan.read_text()))
+    else:
+        plan = plan_for_budget(args.budget_minutes, seed=args.seed, split=args.split, hidden=args.hidden,
+                               layers=args.layers, stage2_steps=args.stage2_steps)
+    if (args.out / "plan.json").exists() and not args.resume:
+        parser.error(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
+
+    if args.reuse_from is not None:
+        copied = copy_reusable_stages(plan, args.reuse_from, args.out)
+        logging.getLogger("train_embedded").info("reused stages %s from %s", copied, args.reuse_from)
+
+    def make_accelerator():
+        return Accelerator(cpu=args.cpu, mixed_precision=args.mixed_precision)
+
+    time_limit = None if args.time_limit_minutes is None else args.time_limit_minutes * 60
+    checkpoint = run_plan(plan, args.out, make_accelerator=make_accelerator, time_limit_s=time_limit)
+    print(f"checkpoint: {checkpoint}")
+    if args.evaluate and checkpoint.name == "checkpoint":
+        from unix_core.training.evaluate import evaluate_folder, format_scores
+
+        print(format_scores(evaluate_folder(checkpoint, args.evaluate, device=make_accelerator().device)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

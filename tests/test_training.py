@@ -1,0 +1,296 @@
+"""Tests for unix_core.training: tokenizer, task sequences and label masks, mix shares, batching, the training
+loop (loss drops, deterministic resume) and the exported checkpoint folder."""
+
+import dataclasses
+import json
+import shutil
+from collections import Counter
+
+import pytest
+import torch
+
+from unix_core.prompting import PromptBuilder
+from unix_core.templates import SHAPES, load_templates
+from unix_core.training.data import (
+    IGNORE,
+    BatchSchedule,
+    MixConfig,
+    SequenceBuilder,
+    TrainingSequence,
+    build_mix,
+    collate,
+    epoch_batches,
+    load_sequences,
+    save_sequences,
+)
+from unix_core.training.text_tokenizer import SPECIAL_TOKENS, train_text_tokenizer, world_text
+from unix_core.world import caption_samples, edit_samples, fewshot_episodes, text_corpus, vqa_samples
+
+N_CODES = 32
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_text_tokenizer(world_text(300, seed=0))
+
+
+@pytest.fixture(scope="module")
+def builder(tokenizer):
+    return SequenceBuilder(tokenizer)
+
+
+def fake_codes(seed: int) -> torch.Tensor:
+    return torch.randint(N_CODES, (8, 8), generator=torch.Generator().manual_seed(seed))
+
+
+def fake_encoder(scenes):
+    """Deterministic stand-in for the VQ encoder: codes derived from the scene's caption."""
+    return torch.stack([fake_codes(sum(map(ord, s.caption())) % 9973) for s in scenes])
+
+
+def encode(tokenizer, text):
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def image(builder, codes):
+    return [builder.vision_start_id, *(builder.real_text_vocab_size + codes.flatten()).tolist(), builder.vision_end_id]
+
+
+def check_labels(seq: TrainingSequence, trained_from: int):
+    """Labels are -100 before ``trained_from`` and equal to the ids from there on."""
+    assert len(seq.labels) == len(seq.input_ids)
+    assert seq.labels[:trained_from] == [IGNORE] * trained_from
+    assert seq.labels[trained_from:] == seq.input_ids[trained_from:]
+
+
+# --------------------------------------------------------------------------------------------------
+def test_tokenizer_round_trips_world_text_and_specials_are_single_ids(tokenizer, tmp_path):
+    from transformers import AutoTokenizer
+
+    tokenizer.save_pretrained(str(tmp_path))
+    loaded = AutoTokenizer.from_pretrained(str(tmp_path))
+    assert len(loaded) == len(tokenizer) < 1024
+    assert loaded.convert_tokens_to_ids(list(SPECIAL_TOKENS)) == [0, 1, 2, 3]
+    assert loaded.eos_token == loaded.pad_token == "<|endoftext|>"
+    for token in SPECIAL_TOKENS:
+        assert encode(loaded, token) == [loaded.convert_tokens_to_ids(token)]
+    # typed by a user (special tokens split), a special's text is not the control token
+    user = loaded("<|vision_start|>", add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    assert len(user) > 1 and loaded.convert_tokens_to_ids("<|vision_start|>") not in user
+    lines = list(text_corpus(200, seed=5, split="heldout")) + ["what color is the circle?", "this is a red one."]
+    for line in lines:
+        ids = encode(loaded, line)
+        assert loaded.decode(ids) == line
+        assert len(ids) <= len(line.split()) * 3  # words are mostly single tokens
+    assert len(encode(loaded, " background")) == 1 and len(encode(loaded, " triangle")) == 1
+
+
+def test_text_to_image_and_unconditional_layouts(builder, tokenizer):
+    codes = fake_codes(1)
+    prompt = "a small red circle at the top left on a white background"
+    seq = builder.text_to_image(prompt, codes)
+    head = encode(tokenizer, prompt) + [builder.vision_start_id]
+    assert seq.input_ids == head + image(builder, codes)[1:] + [builder.eos_id]
+    check_labels(seq, len(head))  # codes, <|vision_end|> and eos are trained; prompt and <|vision_start|> not
+    assert seq.task == "text_to_image"
+    uncond = builder.text_to_image(None, codes)
+    assert uncond.input_ids[:2] == [tokenizer.convert_tokens_to_ids("<unconditional>"), builder.vision_start_id]
+    assert uncond.input_ids[2:] == seq.input_ids[len(head):]
+    check_labels(uncond, 2)
+    # the prompt part is exactly what the pipeline renders from the SHAPES template
+    pb = PromptBuilder(tokenizer, real_text_vocab_size=len(tokenizer), vision_start_id=builder.vision_start_id,
+                       vision_end_id=builder.vision_end_id)
+    assert seq.input_ids[:len(head)] == pb.render(SHAPES.text_to_image, {"prompt": prompt}, []).ids
+
+
+def test_caption_vqa_edit_text_layouts(builder, tokenizer):
+    sample = next(caption_samples(1, seed=3))
+    codes = fake_codes(2)
+    seq = builder.caption(codes, sample.caption)
+    head = image(builder, codes) + encode(tokenizer, "caption:")
+    assert seq.input_ids == head + encode(tokenizer, " " + sample.caption) + [builder.eos_id]
+    check_labels(seq, len(head))
+    assert tokenizer.decode(seq.input_ids[len(head):-1]).strip() == sample.caption
+
+    q = next(vqa_samples(1, seed=3))
+    seq = builder.vqa(codes, q.question, q.answer)
+    assert seq.input_ids[:66] == image(builder, codes)
+    answer = encode(tokenizer, " " + q.answer) + [builder.eos_id]
+    assert seq.input_ids[-len(answer):] == answer
+    check_labels(seq, len(seq) - len(answer))  # image and question masked
+    assert tokenizer.decode(seq.input_ids[66:-len(answer)]) == f"question: {q.question} answer:"
+
+    e = next(edit_samples(1, seed=3))
+    target = fake_codes(4)
+    seq = builder.edit(codes, e.instruction, target)
+    completion = image(builder, target)[1:] + [builder.eos_id]
+    assert seq.input_ids[:66] == image(builder, codes)
+    assert seq.input_ids[-len(completion) - 1] == builder.vision_start_id
+    assert tokenizer.decode(seq.input_ids[66:-len(completion) - 1]) == f"edit: {e.instruction}"
+    check_labels(seq, len(seq) - len(completion))
+    uncond = builder.edit(codes, None, target)
+    head = image(builder, codes) + encode(tokenizer, "edit:") + [builder.vision_start_id]
+    assert uncond.input_ids == head + completion
+    check_labels(uncond, len(uncond) - len(completion))
+
+    text = builder.text("is there a square? yes")
+    assert text.input_ids == encode(tokenizer, "is there a square? yes") + [builder.eos_id]
+    check_labels(text, 0)
+
+
+@pytest.mark.parametrize("train_examples", [True, False])
+def test_fewshot_layout_trains_answers_only(builder, tokenizer, train_examples):
+    ep = next(e for e in fewshot_episodes(20, seed=0) if len(e.examples) >= 2)
+    grids = [fake_codes(10 + i) for i in range(len(ep.examples) + 1)]
+    seq = builder.fewshot(list(zip(grids, [t for _, t in ep.examples])), grids[-1], ep.answer,
+                          train_examples=train_examples)
+    expected, trained = [], []
+    for i, (g, (_, text)) in enumerate(zip(grids, ep.examples)):
+        expected += image(builder, g)
+        trained += [False] * 66
+        text_ids = encode(tokenizer, text) + [builder.eos_id]
+        expected += text_ids
+        trained += [train_examples and i > 0] * len(text_ids)
+    expected += image(builder, grids[-1])
+    trained += [False] * 66
+    answer = encode(tokenizer, ep.answer) + [builder.eos_id]
+    expected += answer
+    trained += [True] * len(answer)
+    assert seq.input_ids == expected
+    assert seq.labels == [i if t else IGNORE for i, t in zip(expected, trained)]
+    # no image code is ever a training target
+    assert all(label < builder.real_text_vocab_size for label in seq.labels if label != IGNORE)
+
+
+def test_mix_shares_are_as_configured_and_seeded(builder):
+    mix = MixConfig(text_to_image=600, caption=5, vqa=5, edit=40, fewshot=3, text=7,
+                    reverse_share=0.25, unconditional_share=0.2, edit_unconditional_share=0.5, seed=3)
+    seqs = build_mix(builder, fake_encoder, mix)
+    tasks = Counter(s.task for s in seqs)
+    assert len(seqs) == 600 + 5 + 5 + 40 + 3 + 7
+    reversed_ = tasks["caption"] - 5
+    # 3-sigma binomial bounds (the mix is seeded, so this is one fixed draw)
+    assert abs(reversed_ - 150) < 3 * (600 * 0.25 * 0.75) ** 0.5
+    assert abs(tasks["unconditional"] - 0.2 * (600 - reversed_)) < 3 * ((600 - reversed_) * 0.16) ** 0.5
+    assert tasks["text_to_image"] + tasks["unconditional"] + reversed_ == 600
+    edit_uncond = sum(s.task == "edit" and s.input_ids[68] == builder.vision_start_id for s in seqs)
+    assert 8 <= edit_uncond <= 32
+    assert [s.input_ids for s in build_mix(builder, fake_encoder, mix)] == [s.input_ids for s in seqs]
+    other = build_mix(builder, fake_encoder, dataclasses.replace(mix, seed=4))
+    assert [s.input_ids for s in other] != [s.input_ids for s in seqs]
+    none = Counter(s.task for s in build_mix(builder, fake_encoder, dataclasses.replace(
+        mix, reverse_share=0.0, unconditional_share=0.0)))
+    assert none["unconditional"] == 0 and none["caption"] == 5
+
+
+def test_sequences_save_load_collate_and_batches(builder, tmp_path):
+    mix = MixConfig(text_to_image=20, caption=5, vqa=5, edit=5, fewshot=3, text=10)
+    seqs = build_mix(builder, fake_encoder, mix)
+    save_sequences(tmp_path / "s.safetensors", seqs)
+    assert load_sequences(tmp_path / "s.safetensors") == seqs
+    batch = collate(seqs[:3], pad_id=builder.eos_id)
+    for row, s in enumerate(seqs[:3]):
+        n = len(s)
+        assert batch.input_ids[row, :n].tolist() == s.input_ids and batch.labels[row, :n].tolist() == s.labels
+        assert batch.attention_mask[row].tolist() == [1] * n + [0] * (batch.input_ids.shape[1] - n)
+        assert (batch.labels[row, n:] == IGNORE).all()
+    lengths = [len(s) for s in seqs]
+    batches = epoch_batches(lengths, max_tokens=600, seed=1, epoch=0)
+    assert sorted(i for b in batches for i in b) == list(range(len(seqs)))
+    assert all(len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 600 for b in batches)
+    assert epoch_batches(lengths, max_tokens=600, seed=1, epoch=1) != batches
+    schedule = BatchSchedule(lengths, max_tokens=600, seed=1)
+    walked = [schedule.batch(s) for s in range(len(batches) + 2)]
+    assert walked[: len(batches)] == batches
+    assert BatchSchedule(lengths, max_tokens=600, seed=1).batch(len(batches) + 1) == walked[-1]
+
+
+def test_training_loop_lowers_the_loss(builder, tmp_path):
+    from accelerate import Accelerator
+
+    from unix_core.convert import convert_qwen_to_unix
+    from unix_core.training.embedded import EmbeddedPlan, LMShape, stage1_model
+    from unix_core.training.train_lm import TrainConfig, eval_loss_by_task, train_lm
+
+    seqs = build_mix(builder, fake_encoder, MixConfig(text_to_image=3, caption=1, vqa=1, edit=1, fewshot=0, text=2))
+    plan = EmbeddedPlan(lm=LMShape(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1,
+                                   intermediate_size=64, split=(1, 1)))
+    model = convert_qwen_to_unix(stage1_model(plan, builder.tokenizer), num_vision_encode_layers=1,
+                                 num_vision_decode_layers=1, vision_vocab_size=N_CODES, tokenizer=builder.tokenizer)
+    before = eval_loss_by_task(model, seqs, pad_id=builder.eos_id, device="cpu")["all"]
+    config = TrainConfig(steps=3, max_tokens=10_000, lr=1e-2, warmup_steps=1, log_every=1)  # one batch: all seqs
+    log = train_lm(model.train(), seqs, config, work_dir=tmp_path, accelerator=Accelerator(cpu=True),
+                   pad_id=builder.eos_id)
+    after = eval_loss_by_task(model, seqs, pad_id=builder.eos_id, device="cpu")["all"]
+    losses = [loss for _, loss in log.train_loss]
+    assert len(losses) == 3 and losses[2] < losses[1] < losses[0]
+    assert after < before - 0.5
+
+
+def tiny_plan():
+    from unix_core.training.embedded import EmbeddedPlan, LMShape
+    from unix_core.training.train_lm import TrainConfig
+    from unix_core.vq import VQConfig
+
+    return EmbeddedPlan(
+        tokenizer_lines=200,
+        vq=VQConfig(embed_dim=8, n_embed=N_CODES, ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1, z_channels=8,
+                    resolution=64, attn_type="none"),
+        vq_images=16, vq_steps=2, vq_batch_size=2, vq_eval_images=2,
+        lm=LMShape(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64, split=(1, 1)),
+        stage1_lines=30,
+        stage1=TrainConfig(steps=2, max_tokens=256, lr=1e-2, warmup_steps=1),
+        mix=MixConfig(text_to_image=6, caption=2, vqa=2, edit=2, fewshot=1, text=2),
+        eval_mix=MixConfig(text_to_image=2, caption=1, vqa=1, edit=1, fewshot=1, text=1, split="heldout", seed=1),
+        stage2=TrainConfig(steps=3, max_tokens=512, lr=1e-2, warmup_steps=1, checkpoint_every=2),
+    )
+
+
+def test_pipeline_writes_a_loadable_checkpoint_and_resumes_identically(tmp_path):
+    from accelerate import Accelerator
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from unix_core.model import UniXForCausalLM
+    from unix_core.training.embedded import copy_reusable_stages, run_plan
+    from unix_core.vq import VQImageTokenizer
+
+    plan = tiny_plan()
+    accelerator = lambda: Accelerator(cpu=True)  # noqa: E731
+    folder = run_plan(plan, tmp_path / "a", make_accelerator=accelerator)
+    assert folder == tmp_path / "a" / "checkpoint"
+    model = UniXForCausalLM.from_pretrained(str(folder))
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    vq = VQImageTokenizer.from_pretrained(folder)
+    assert load_templates(folder).family == "shapes"
+    assert json.loads((folder / "prompt_templates.json").read_text()) == {"family": "shapes"}
+    c = model.config
+    assert (c.real_text_vocab_size, c.vision_vocab_size, c.vocab_size) == (len(tok), N_CODES, len(tok) + N_CODES)
+    assert c.vision_start_id == tok.convert_tokens_to_ids("<|vision_start|>")
+    assert (c.num_vision_encode_layers, c.num_vision_decode_layers) == (1, 1)
+    assert vq.grid_size == 8 and vq.codebook_size == N_CODES
+    report = json.loads((folder / "training_report.json").read_text())
+    assert report["stage2"]["step"] == 3
+
+    # same stages up to stage 2, which is interrupted after its first step and then resumed
+    shutil.copytree(tmp_path / "a", tmp_path / "b", ignore=shutil.ignore_patterns("stage2", "checkpoint"))
+    stopped = run_plan(plan, tmp_path / "b", make_accelerator=accelerator, time_limit_s=0.0)
+    assert stopped.name == "stage2" and not (tmp_path / "b" / "checkpoint").exists()
+    resumed = run_plan(plan, tmp_path / "b", make_accelerator=accelerator)
+    a, b = load_file(str(folder / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="different plan"):
+        run_plan(plan.replace(seed=1), tmp_path / "b", make_accelerator=accelerator)
+
+    # the 0:0 baseline reuses tokenizers, data and the stage-1 model; a different seed reuses nothing
+    baseline = plan.replace(lm=dataclasses.replace(plan.lm, split=(0, 0)))
+    assert copy_reusable_stages(baseline, tmp_path / "a", tmp_path / "c") == ["tokenizer", "vq", "data", "stage1"]
+    assert copy_reusable_stages(plan.replace(seed=1), tmp_path / "a", tmp_path / "d") == []

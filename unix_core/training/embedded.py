@@ -1,0 +1,391 @@
+"""The embedded model's recipe: a plan (all hyper-parameters, one JSON file) and its resumable stages.
+
+Stages, each writing under ``OUT/work/<stage>`` and skipped when its output exists:
+
+1. ``tokenizer``  byte-level BPE on the world's text (:mod:`.text_tokenizer`);
+2. ``vq``         a taming VQGAN trained with ``unix_core.vq.train_vq`` on world images; its held-out
+                  reconstructions are scored with the judge (``vq/report.json``);
+3. ``data``       task sequences (:mod:`.data`) for stage 2, held-out sequences for loss curves, text
+                  sequences for stage 1, as safetensors;
+4. ``stage1``     a plain ``Qwen3ForCausalLM`` trained on the world's text;
+5. ``stage2``     ``convert_qwen_to_unix`` with the plan's a:b split, trained on the multimodal mix
+                  (``split = (0, 0)`` gives the shared-transformer baseline with the same data and budget);
+6. export        ``OUT/checkpoint``: config.json + model.safetensors, tokenizer files, vq_config.json +
+                  vq_model.safetensors, prompt_templates.json ``{"family": "shapes"}``.
+
+Everything is seeded from ``plan.seed``; step counts are fixed by the plan (never by the clock), so a run
+is deterministic and a resumed run ends where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from unix_core.templates import TEMPLATES_FILE
+from unix_core.vq import VQConfig
+
+from .data import MixConfig, SequenceBuilder, build_mix, load_sequences, save_sequences, to_canvas, vq_scene_encoder
+from .train_lm import TrainConfig, train_lm
+
+logger = logging.getLogger(__name__)
+
+STAGE1_LOG = "train_log.json"
+CHECKPOINT_LIMIT_BYTES = 40 * 10**6
+
+# 8x8 = 64 codes per image. The tokenizer works at 32 px (f = 4): at 64 px (f = 8) a taming VQGAN with
+# 64 full-resolution channels costs 4x more per step and did not learn in a CPU budget (issue-5 report).
+DEFAULT_VQ = VQConfig(
+    embed_dim=32, n_embed=512, ch=64, ch_mult=(1, 1, 2), num_res_blocks=1, z_channels=64,
+    resolution=32, attn_type="none",
+)
+
+
+@dataclass(frozen=True)
+class LMShape:
+    """The LM's size (chosen by the issue-5 probes: width 128 learned fastest per CPU minute)."""
+
+    hidden_size: int = 128
+    num_layers: int = 6
+    num_heads: int = 2
+    num_kv_heads: int = 1
+    intermediate_size: int = 336
+    split: tuple[int, int] = (2, 2)  # vision-encode : vision-decode layers
+
+    @classmethod
+    def of_width(cls, width: int, layers: int = 6, split: tuple[int, int] = (2, 2)) -> "LMShape":
+        """Heads of 64 dims, one KV head per 128 dims, MLP ~2.7x wide (the probes' family)."""
+        return cls(hidden_size=width, num_layers=layers, num_heads=max(1, width // 64),
+                   num_kv_heads=max(1, width // 128), intermediate_size=int(width * 2.6875) // 16 * 16, split=split)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "split", tuple(self.split))
+        if sum(self.split) > self.num_layers or min(self.split) < 0:
+            raise ValueError(f"split {self.split} must be two numbers >= 0 summing to at most {self.num_layers}")
+
+
+@dataclass(frozen=True)
+class EmbeddedPlan:
+    seed: int = 0
+    tokenizer_lines: int = 20000
+    vq: VQConfig = DEFAULT_VQ
+    vq_images: int = 4000
+    vq_steps: int = 300
+    vq_batch_size: int = 8
+    vq_lr: float = 2e-4
+    vq_recon: str = "l2"
+    vq_dense_share: float = 0.7
+    vq_eval_images: int = 200
+    lm: LMShape = LMShape()
+    stage1_lines: int = 20000
+    stage1: TrainConfig = TrainConfig(steps=300, max_tokens=2048, lr=2e-3, warmup_steps=30)
+    mix: MixConfig = MixConfig(text_to_image=12000, caption=3000, vqa=6000, edit=3000, fewshot=1200, text=3000)
+    eval_mix: MixConfig = MixConfig(
+        text_to_image=100, caption=50, vqa=100, edit=50, fewshot=30, text=50, split="heldout", seed=1
+    )
+    stage2: TrainConfig = TrainConfig(steps=2000, max_tokens=2048, lr=1e-3, warmup_steps=100, eval_every=250)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["vq"] = self.vq.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EmbeddedPlan":
+        data = dict(data)
+        data["vq"] = VQConfig.from_dict(data["vq"])
+        data["lm"] = LMShape(**data["lm"])
+        for name in ("stage1", "stage2"):
+            data[name] = TrainConfig(**data[name])
+        for name in ("mix", "eval_mix"):
+            data[name] = MixConfig(**data[name])
+        return cls(**data)
+
+    def replace(self, **changes) -> "EmbeddedPlan":
+        return dataclasses.replace(self, **changes)
+
+
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Artifacts:
+    tokenizer: object = None
+    vq: object = None
+    train: list = field(default_factory=list)
+    heldout: list = field(default_factory=list)
+    text: list = field(default_factory=list)
+
+
+def stage_tokenizer(plan: EmbeddedPlan, work: Path):
+    from transformers import AutoTokenizer
+
+    from .text_tokenizer import save_text_tokenizer, train_text_tokenizer, world_text
+
+    folder = work / "tokenizer"
+    if not (folder / "tokenizer.json").is_file():
+        tokenizer = train_text_tokenizer(world_text(plan.tokenizer_lines, seed=plan.seed))
+        save_text_tokenizer(tokenizer, folder)
+    return AutoTokenizer.from_pretrained(str(folder))
+
+
+def vq_training_images(n: int, seed: int, dense_share: float) -> list:
+    """Renders (64x64 PIL images) of ``n`` random training scenes; ``dense_share`` of them have 3 objects.
+
+    Objects cover little of the canvas, so an L2 objective is mostly background; object-dense scenes give
+    the shapes more of the gradient (measured: 39% -> 62% judge acceptance after 1200 steps).
+    """
+    import random
+
+    from unix_core.world import render, sample_scene
+
+    rng = random.Random(f"vq/{seed}")
+    return [render(sample_scene(rng, "train", 3 if rng.random() < dense_share else None)) for _ in range(n)]
+
+
+def vq_judge_acceptance(vq, n: int, *, seed: int, split: str = "heldout") -> dict:
+    """Encode and decode ``n`` world images; the share the judge accepts for their canonical captions."""
+    from unix_core.world import caption_samples, judge
+
+    samples = list(caption_samples(n, seed=seed, split=split))
+    encode = vq_scene_encoder(vq)
+    accepted, reasons = 0, {}
+    for start in range(0, n, 50):
+        chunk = samples[start : start + 50]
+        for s, image in zip(chunk, vq.decode_batch(encode([c.scene for c in chunk]))):
+            verdict = judge(to_canvas(image), s.caption)
+            accepted += verdict.ok
+            if not verdict.ok:
+                key = verdict.reason.split(":")[0]
+                reasons[key] = reasons.get(key, 0) + 1
+    return {"split": split, "images": n, "accepted": accepted, "acceptance": accepted / max(n, 1),
+            "failures": reasons}
+
+
+def stage_vq(plan: EmbeddedPlan, work: Path, device: torch.device | str = "cpu"):
+    from unix_core.vq import VQImageTokenizer, train_vq
+
+    folder = work / "vq"
+    if not (folder / "vq_model.safetensors").is_file():
+        started = time.perf_counter()
+        images = vq_training_images(plan.vq_images, plan.seed, plan.vq_dense_share)
+        vq, stats = train_vq(
+            images, plan.vq, steps=plan.vq_steps, batch_size=plan.vq_batch_size, lr=plan.vq_lr,
+            recon=plan.vq_recon, seed=plan.seed, log_every=25, device=device,
+        )
+        vq.model.to("cpu")
+        train_s = time.perf_counter() - started
+        report = vq_judge_acceptance(vq, plan.vq_eval_images, seed=plan.seed + 1)
+        report.update(train_s=train_s, log=[asdict(e) for e in stats.log])
+        vq.save_pretrained(folder)
+        (folder / "report.json").write_text(json.dumps(report, indent=1))
+        logger.info("vq: judge accepts %d/%d held-out reconstructions", report["accepted"], report["images"])
+    return VQImageTokenizer.from_pretrained(folder)
+
+
+def stage_data(plan: EmbeddedPlan, work: Path, tokenizer, vq) -> Artifacts:
+    from unix_core.world import text_corpus
+
+    folder = work / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    builder = SequenceBuilder(tokenizer)
+    encode = vq_scene_encoder(vq)
+    files = {"train": plan.mix, "heldout": plan.eval_mix}
+    out = {}
+    for name, mix in files.items():
+        path = folder / f"{name}.safetensors"
+        if not path.is_file():
+            started = time.perf_counter()
+            save_sequences(path, build_mix(builder, encode, mix))
+            logger.info("data %s built in %.0f s", name, time.perf_counter() - started)
+        out[name] = load_sequences(path)
+    text_path = folder / "text.safetensors"
+    if not text_path.is_file():
+        save_sequences(text_path, [builder.text(line) for line in text_corpus(plan.stage1_lines, seed=plan.seed + 2)])
+    return Artifacts(tokenizer, vq, out["train"], out["heldout"], load_sequences(text_path))
+
+
+def stage1_model(plan: EmbeddedPlan, tokenizer):
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    lm = plan.lm
+    config = Qwen3Config(
+        vocab_size=len(tokenizer), hidden_size=lm.hidden_size, intermediate_size=lm.intermediate_size,
+        num_hidden_layers=lm.num_layers, num_attention_heads=lm.num_heads, num_key_value_heads=lm.num_kv_heads,
+        head_dim=lm.hidden_size // lm.num_heads, max_position_embeddings=2048, tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
+        attention_dropout=0.0, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+    )
+    torch.manual_seed(plan.seed)
+    return Qwen3ForCausalLM(config).float()
+
+
+def stage_text_lm(plan: EmbeddedPlan, work: Path, art: Artifacts, make_accelerator):
+    from transformers import Qwen3ForCausalLM
+
+    folder = work / "stage1"
+    final = folder / "final"
+    if not (final / "config.json").is_file():
+        model = stage1_model(plan, art.tokenizer)
+        heldout_text = [s for s in art.heldout if s.task == "text"]
+        log = train_lm(model, art.text, plan.stage1, work_dir=folder, accelerator=make_accelerator(),
+                       pad_id=art.tokenizer.pad_token_id, eval_sequences=heldout_text)
+        model.to("cpu").save_pretrained(str(final))
+        art.tokenizer.save_pretrained(str(final))
+        (final / STAGE1_LOG).write_text(json.dumps(asdict(log)))
+    return Qwen3ForCausalLM.from_pretrained(str(final), dtype=torch.float32)
+
+
+def stage_unix(plan: EmbeddedPlan, work: Path, art: Artifacts, text_lm, make_accelerator, time_limit_s=None):
+    from unix_core.convert import convert_qwen_to_unix
+
+    folder = work / "stage2"
+    a, b = plan.lm.split
+    model = convert_qwen_to_unix(
+        text_lm, num_vision_encode_layers=a, num_vision_decode_layers=b,
+        vision_vocab_size=art.vq.codebook_size, tokenizer=art.tokenizer,
+    ).float().train()
+    log = train_lm(model, art.train, plan.stage2, work_dir=folder, accelerator=make_accelerator(),
+                   pad_id=art.tokenizer.pad_token_id, eval_sequences=art.heldout, time_limit_s=time_limit_s)
+    return model.to("cpu").eval(), log
+
+
+def export_checkpoint(model, tokenizer, vq, folder: str | Path, extra: dict | None = None) -> Path:
+    """Write the studio's checkpoint folder (model, text tokenizer, image tokenizer, templates)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    vq.save_pretrained(folder)
+    (folder / TEMPLATES_FILE).write_text(json.dumps({"family": "shapes"}) + "\n")
+    if extra:
+        (folder / "training_report.json").write_text(json.dumps(extra, indent=1))
+    return folder
+
+
+def run_plan(plan: EmbeddedPlan, out: str | Path, *, make_accelerator, time_limit_s: float | None = None) -> Path:
+    """Run (or resume) every stage of ``plan`` under ``out``; returns the checkpoint folder."""
+    out = Path(out)
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    plan_path = out / "plan.json"
+    if plan_path.is_file():
+        saved = json.loads(plan_path.read_text())
+        if saved != json.loads(json.dumps(plan.to_dict())):
+            raise ValueError(f"{plan_path} holds a different plan; resume with the same arguments or use a new --out")
+    else:
+        plan_path.write_text(json.dumps(plan.to_dict(), indent=1))
+    torch.manual_seed(plan.seed)
+    timings = {}
+    started = time.perf_counter()
+    tokenizer = stage_tokenizer(plan, work)
+    timings["tokenizer_s"] = time.perf_counter() - started
+    vq = stage_vq(plan, work, device=make_accelerator().device)
+    timings["vq_s"] = time.perf_counter() - started - sum(timings.values())
+    art = stage_data(plan, work, tokenizer, vq)
+    timings["data_s"] = time.perf_counter() - started - sum(timings.values())
+    text_lm = stage_text_lm(plan, work, art, make_accelerator)
+    timings["stage1_s"] = time.perf_counter() - started - sum(timings.values())
+    model, log = stage_unix(plan, work, art, text_lm, make_accelerator, time_limit_s)
+    timings["stage2_s"] = time.perf_counter() - started - sum(timings.values())
+    if log.step < plan.stage2.steps:
+        logger.warning("stage 2 stopped at step %d of %d (time limit); resume to finish", log.step, plan.stage2.steps)
+        return work / "stage2"
+    report = {
+        "timings_this_session_s": timings,
+        "stage1": _read_json(work / "stage1" / "final" / STAGE1_LOG),
+        "stage2": asdict(log),
+        "vq": _read_json(work / "vq" / "report.json"),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    folder = export_checkpoint(model, tokenizer, vq, out / "checkpoint", extra=report)
+    size = sum(f.stat().st_size for f in folder.iterdir())
+    if size > CHECKPOINT_LIMIT_BYTES:
+        logger.warning("checkpoint is %.1f MB, over the %.0f MB target", size / 1e6, CHECKPOINT_LIMIT_BYTES / 1e6)
+    return folder
+
+
+def _read_json(path: Path):
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+# --------------------------------------------------------------------------------------------------
+# Throughput measured on the shared 2-core CPU, one thread, other jobs running (issue-5 report). Used only to
+# turn a minute budget into fixed step counts; the counts, not the clock, end each stage.
+VQ_STEPS_PER_MINUTE = 100  # DEFAULT_VQ, batch 8 (0.5-0.6 s/step)
+STAGE2_TOKENS_PER_SECOND = 3800  # width 128, 6 layers, 2:2 (width 192: 2,600; width 256: 1,450)
+STAGE1_TOKENS_PER_SECOND = 4000
+ENCODED_IMAGES_PER_MINUTE = 8000  # render + encode_batch + sequence building
+TOKENS_PER_STEP = 1850  # real tokens in a 2048-token padded batch of the mix
+MIX_IMAGES = 32000  # images the default mix encodes
+SHARES = {"vq": 0.30, "data": 0.05, "stage1": 0.03}  # of the budget; stage 2 gets the rest
+
+
+def plan_for_budget(
+    minutes: float,
+    *,
+    seed: int = 0,
+    split: tuple[int, int] | None = None,
+    hidden: int | None = None,
+    layers: int | None = None,
+    stage2_steps: int | None = None,
+) -> EmbeddedPlan:
+    """A plan whose stages should fit ``minutes`` on the 2-core CPU (one thread); deterministic in its args."""
+    if minutes <= 0:
+        raise ValueError(f"budget must be positive minutes, got {minutes}")
+    base = EmbeddedPlan(seed=seed)
+    lm = base.lm
+    if hidden is not None or layers is not None or split is not None:
+        lm = LMShape.of_width(hidden or lm.hidden_size, layers or lm.num_layers, split or lm.split)
+    vq_steps = max(50, int(minutes * SHARES["vq"] * VQ_STEPS_PER_MINUTE))
+    stage1_steps = max(20, int(minutes * SHARES["stage1"] * 60 * STAGE1_TOKENS_PER_SECOND / TOKENS_PER_STEP))
+    stage2_minutes = minutes * (1 - sum(SHARES.values()))
+    steps = stage2_steps or max(20, int(stage2_minutes * 60 * STAGE2_TOKENS_PER_SECOND / TOKENS_PER_STEP))
+    # smaller budgets get a proportionally smaller mix
+    mix_factor = min(1.0, minutes * SHARES["data"] * ENCODED_IMAGES_PER_MINUTE / MIX_IMAGES)
+    return base.replace(
+        lm=lm,
+        vq_steps=vq_steps,
+        stage1=dataclasses.replace(base.stage1, steps=stage1_steps, seed=seed, warmup_steps=min(30, stage1_steps // 5)),
+        stage2=dataclasses.replace(
+            base.stage2, steps=steps, seed=seed, warmup_steps=min(100, steps // 10),
+            eval_every=max(25, steps // 8), checkpoint_every=max(25, min(200, steps // 5)),
+        ),
+        mix=dataclasses.replace(base.mix.scaled(mix_factor), seed=seed),
+    )
+
+
+_STAGE_INPUTS = {
+    "tokenizer": ("seed", "tokenizer_lines"),
+    "vq": ("seed", "vq", "vq_images", "vq_steps", "vq_batch_size", "vq_lr", "vq_recon", "vq_dense_share"),
+    "data": ("seed", "tokenizer_lines", "vq", "vq_images", "vq_steps", "vq_batch_size", "vq_lr", "vq_recon",
+             "vq_dense_share",
+             "mix", "eval_mix", "stage1_lines"),
+    "stage1": ("seed", "tokenizer_lines", "stage1_lines", "stage1", "lm_without_split"),
+}
+
+
+def copy_reusable_stages(plan: EmbeddedPlan, source_out: str | Path, out: str | Path) -> list[str]:
+    """Copy the finished stages of another run whose inputs equal this plan's (e.g. for the 0:0 baseline,
+    which differs only in the split: same tokenizers, data and stage-1 model). Returns the stages copied."""
+    import shutil
+
+    source_out, out = Path(source_out), Path(out)
+    other = EmbeddedPlan.from_dict(json.loads((source_out / "plan.json").read_text())).to_dict()
+    mine = plan.to_dict()
+    for d in (other, mine):
+        d["lm_without_split"] = {k: v for k, v in d["lm"].items() if k != "split"}
+    copied = []
+    for stage, inputs in _STAGE_INPUTS.items():
+        src, dst = source_out / "work" / stage, out / "work" / stage
+        if dst.exists() or not src.exists() or any(other[k] != mine[k] for k in inputs):
+            continue
+        if stage == "stage1" and not (src / "final" / "config.json").is_file():
+            continue
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("state", "state.*"))
+        copied.append(stage)
+    return copied

@@ -1,0 +1,229 @@
+"""Held-out evaluation of an embedded shapes-world checkpoint, one score per task.
+
+- text to image: sample an image for each held-out prompt (SHAPES defaults: CFG 3, temperature 1) and count
+  the images the pixel judge accepts for the prompt (``partial=True``: attributes a prompt leaves out are free);
+- caption: greedy caption, exact match with the canonical caption (``caption_match``);
+- VQA: greedy answer, ``vqa_match``;
+- edit: sample the edited image (CFG 1) and judge it against the target scene's canonical caption;
+- few-shot: greedy answer after the examples, ``fewshot_match`` (the episode's wording is required).
+
+Prompts are rendered with the SHAPES templates through the same :class:`SequenceBuilder` as training, and
+generation uses the streaming samplers of :mod:`unix_core.generation` with per-call seeded generators.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+
+from unix_core.generation import generate_image_stream, generate_text_stream
+from unix_core.sampling import SamplingConfig
+from unix_core.templates import SHAPES
+
+from .data import SequenceBuilder, to_canvas, vq_scene_encoder
+
+logger = logging.getLogger(__name__)
+
+EVAL_TASKS: tuple[str, ...] = ("text_to_image", "caption", "vqa", "edit", "fewshot")
+
+
+@dataclass
+class TaskScore:
+    task: str
+    correct: int
+    total: int
+    failures: list[dict] = field(default_factory=list)  # a few (input, expected, got) examples
+
+    @property
+    def score(self) -> float:
+        return self.correct / self.total if self.total else float("nan")
+
+
+def _drain_text(events, rows: int) -> list[list[int]]:
+    out: list[list[int]] = [[] for _ in range(rows)]
+    done = [False] * rows
+    for event in events:
+        for row in range(rows):
+            if not done[row]:
+                out[row].append(int(event.token_ids[row]))
+                done[row] = bool(event.finished[row])
+    return out
+
+
+def _drain_image(events) -> torch.Tensor:
+    grid = None
+    for event in events:
+        grid = event.grid
+    return grid
+
+
+class Evaluator:
+    """Scores a Uni-X model with its text and image tokenizers on world samples of one split."""
+
+    def __init__(self, model, tokenizer, vq, *, batch_size: int = 16, seed: int = 0) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.vq = vq
+        self.builder = SequenceBuilder(tokenizer, real_text_vocab_size=model.config.real_text_vocab_size)
+        self.encode = vq_scene_encoder(vq)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.grid_hw = (vq.grid_size, vq.grid_size)
+        b = self.builder
+        self.eos = b.eos_id
+        self.banned = {b.vision_start_id, b.vision_end_id, tokenizer.convert_tokens_to_ids("<unconditional>")}
+
+    # ----------------------------------------------------------------------------------------------
+    def _codes(self, scenes) -> list[torch.Tensor]:
+        return list(self.encode(scenes))
+
+    def _render(self, template: str, fields: dict, images) -> list[int]:
+        return self.builder.prompts.render(template, fields, images).ids
+
+    def _text(self, prompts: list[list[int]], max_new_tokens: int) -> list[str]:
+        answers = []
+        for start in range(0, len(prompts), self.batch_size):
+            chunk = prompts[start : start + self.batch_size]
+            events = generate_text_stream(
+                self.model, chunk, max_new_tokens=max_new_tokens, end_ids={self.eos}, banned_ids=self.banned,
+                sampling=SamplingConfig(temperature=0.0), pad_id=self.eos,
+            )
+            for ids in _drain_text(events, len(chunk)):
+                answers.append(self.tokenizer.decode([i for i in ids if i != self.eos]).strip())
+        return answers
+
+    def _images(self, prompts: list[list[int]], unconditional: list[list[int]] | None, cfg_scale: float):
+        """Sample one image per prompt; ``unconditional`` holds each row's unconditional prompt (for CFG)."""
+        images = []
+        generator = torch.Generator(device=self.model.device).manual_seed(self.seed)
+        sampling = SamplingConfig(temperature=1.0, cfg_scale=cfg_scale)
+        groups: list[list[int]] = []  # rows that share an unconditional prompt go into one batch
+        for i in range(len(prompts)):
+            if groups and len(groups[-1]) < self.batch_size and (
+                unconditional is None or unconditional[i] == unconditional[groups[-1][0]]
+            ):
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+        for rows in groups:
+            uncond = None if unconditional is None or not sampling.uses_guidance else unconditional[rows[0]]
+            grid = _drain_image(generate_image_stream(
+                self.model, [prompts[i] for i in rows], grid_hw=self.grid_hw, sampling=sampling,
+                unconditional=uncond, generator=generator, pad_id=self.eos))
+            images += [to_canvas(im) for im in self.vq.decode_batch(grid.cpu())]
+        return images
+
+    # ----------------------------------------------------------------------------------------------
+    def text_to_image(self, n: int, split: str) -> TaskScore:
+        from unix_core.world import judge, prompt_samples
+
+        samples = list(prompt_samples(n, seed=self.seed, split=split))
+        prompts = [self._render(SHAPES.text_to_image, {"prompt": s.prompt}, []) for s in samples]
+        uncond = self._render(SHAPES.unconditional, {}, [])
+        images = self._images(prompts, [uncond] * len(prompts), SHAPES.defaults["text_to_image"]["cfg_scale"])
+        score = TaskScore("text_to_image", 0, len(samples))
+        for s, image in zip(samples, images):
+            verdict = judge(image, s.prompt, partial=True)
+            score.correct += verdict.ok
+            if not verdict.ok and len(score.failures) < 5:
+                score.failures.append({"prompt": s.prompt, "why": verdict.reason})
+        return score
+
+    def caption(self, n: int, split: str) -> TaskScore:
+        from unix_core.world import caption_match, caption_samples
+
+        samples = list(caption_samples(n, seed=self.seed, split=split))
+        codes = self._codes([s.scene for s in samples])
+        got = self._text([self._render(SHAPES.caption, {}, [c]) for c in codes], 48)
+        return self._score("caption", [s.caption for s in samples], got, caption_match)
+
+    def vqa(self, n: int, split: str) -> TaskScore:
+        from unix_core.world import vqa_match, vqa_samples
+
+        samples = list(vqa_samples(n, seed=self.seed, split=split))
+        codes = self._codes([s.scene for s in samples])
+        prompts = [self._render(SHAPES.answer, {"question": s.question}, [c]) for s, c in zip(samples, codes)]
+        got = self._text(prompts, 8)
+        return self._score("vqa", [s.answer for s in samples], got, vqa_match,
+                           inputs=[s.question for s in samples])
+
+    def edit(self, n: int, split: str) -> TaskScore:
+        from unix_core.world import edit_samples, judge
+
+        samples = list(edit_samples(n, seed=self.seed, split=split))
+        sources = self._codes([s.source for s in samples])
+        prompts = [self._render(SHAPES.edit, {"instruction": s.instruction}, [c]) for s, c in zip(samples, sources)]
+        cfg = SHAPES.defaults["edit"]["cfg_scale"]
+        uncond = [self._render(SHAPES.edit_unconditional, {}, [c]) for c in sources] if cfg != 1.0 else None
+        images = self._images(prompts, uncond, cfg)
+        score = TaskScore("edit", 0, len(samples))
+        for s, image in zip(samples, images):
+            verdict = judge(image, s.target.caption())
+            score.correct += verdict.ok
+            if not verdict.ok and len(score.failures) < 5:
+                score.failures.append({"instruction": s.instruction, "why": verdict.reason})
+        return score
+
+    def fewshot(self, n: int, split: str) -> TaskScore:
+        from unix_core.world import fewshot_episodes, fewshot_match
+
+        episodes = list(fewshot_episodes(n, seed=self.seed, split=split))
+        prompts = []
+        for ep in episodes:
+            codes = self._codes([s for s, _ in ep.examples] + [ep.query])
+            ids: list[int] = []
+            for c, (_, text) in zip(codes, ep.examples):
+                ids += self._render(SHAPES.few_shot_example, {"text": text}, [c])
+            prompts.append(ids + self._render(SHAPES.few_shot_query, {}, [codes[-1]]))
+        got = self._text(prompts, 12)
+        return self._score("fewshot", [ep.answer for ep in episodes], got, fewshot_match,
+                           inputs=[ep.wording for ep in episodes])
+
+    @staticmethod
+    def _score(task, expected, got, match, inputs=None) -> TaskScore:
+        score = TaskScore(task, 0, len(expected))
+        for i, (want, have) in enumerate(zip(expected, got)):
+            ok = match(have, want)
+            score.correct += ok
+            if not ok and len(score.failures) < 5:
+                score.failures.append({"input": inputs[i] if inputs else "", "expected": want, "got": have})
+        return score
+
+    def run(self, n: int, *, split: str = "heldout", tasks=EVAL_TASKS) -> dict[str, TaskScore]:
+        unknown = sorted(set(tasks) - set(EVAL_TASKS))
+        if unknown:
+            raise ValueError(f"unknown evaluation tasks {unknown}; allowed: {list(EVAL_TASKS)}")
+        out = {}
+        for task in tasks:
+            out[task] = getattr(self, task)(n, split)
+            logger.info("%s %s: %d/%d", split, task, out[task].correct, out[task].total)
+        return out
+
+
+def load_checkpoint(folder, device: str | torch.device = "cpu"):
+    """(model, text tokenizer, image tokenizer) from a checkpoint folder written by the training script."""
+    from transformers import AutoTokenizer
+
+    from unix_core.model import UniXForCausalLM
+    from unix_core.vq import VQImageTokenizer
+
+    model = UniXForCausalLM.from_pretrained(str(folder), dtype=torch.float32).to(device).eval()
+    return model, AutoTokenizer.from_pretrained(str(folder)), VQImageTokenizer.from_pretrained(folder, device=device)
+
+
+def evaluate_folder(folder, n: int, *, split: str = "heldout", tasks=EVAL_TASKS, seed: int = 0,
+                    device: str | torch.device = "cpu") -> dict[str, TaskScore]:
+    model, tokenizer, vq = load_checkpoint(folder, device)
+    return Evaluator(model, tokenizer, vq, seed=seed).run(n, split=split, tasks=tasks)
+
+
+def format_scores(scores: dict[str, TaskScore]) -> str:
+    names = {"text_to_image": "text-to-image (judge accepts)", "caption": "caption exact match",
+             "vqa": "VQA accuracy", "edit": "edit success (judge)", "fewshot": "few-shot accuracy"}
+    lines = []
+    for task, s in scores.items():
+        lines.append(f"{names.get(task, task):32s} {s.correct:4d}/{s.total:<4d} = {s.score:.3f}")
+        lines += [f"    failure: {f}" for f in s.failures[:3]]
+    return "\n".join(lines)

@@ -1,0 +1,204 @@
+"""The language-model training loop shared by stage 1 (plain Qwen3 on text) and stage 2 (Uni-X on the mix).
+
+Built on ``accelerate.Accelerator`` so the same loop runs on a CPU or a GPU. Determinism and resumption:
+the batch of step ``s`` is a pure function of ``(seed, s)`` (:class:`unix_core.training.data.BatchSchedule`),
+the model has no dropout, and every ``checkpoint_every`` steps the model, optimizer, LR schedule and RNG
+states are written with ``Accelerator.save_state`` together with ``trainer_state.json`` (step and logs), into
+a temporary folder that then replaces the previous one. A resumed run therefore follows the same
+trajectory as an uninterrupted one (bit for bit on the same device and thread count).
+
+Logged: mean training loss per ``log_every`` steps, and held-out loss per task every ``eval_every`` steps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .data import IGNORE, BatchSchedule, TrainingSequence, collate
+
+logger = logging.getLogger(__name__)
+
+STATE_DIR = "state"
+TRAINER_STATE = "trainer_state.json"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int
+    max_tokens: int = 2048  # padded tokens per batch
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 50
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    seed: int = 0
+    log_every: int = 25
+    eval_every: int = 0  # 0: only at the end
+    checkpoint_every: int = 200
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.max_tokens < 1:
+            raise ValueError(f"steps and max_tokens must be >= 1, got {self.steps} and {self.max_tokens}")
+        if not 0 < self.lr < 1 or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"lr must be in (0, 1) and min_lr_ratio in [0, 1], got {self.lr}, {self.min_lr_ratio}")
+
+    def lr_factor(self, step: int) -> float:
+        """Linear warmup, then cosine from 1 to ``min_lr_ratio`` at the last step."""
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        progress = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
+        return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+@dataclass
+class TrainLog:
+    """What a run measured; saved as trainer_state.json."""
+
+    step: int = 0
+    elapsed_s: float = 0.0
+    tokens: int = 0
+    train_loss: list[tuple[int, float]] = field(default_factory=list)  # (step, mean loss since last entry)
+    eval_loss: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # (step, {task: loss})
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices only (not norms, biases; embeddings are matrices and decay)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+@torch.no_grad()
+def eval_loss_by_task(
+    model: nn.Module, sequences: Sequence[TrainingSequence], *, pad_id: int, device, batch_size: int = 16
+) -> dict[str, float]:
+    """Mean next-token loss over the trained positions of ``sequences``, per task (and "all")."""
+    was_training = model.training
+    model.eval()
+    sums: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    for start in range(0, len(order), batch_size):
+        chunk = [sequences[i] for i in order[start : start + batch_size]]
+        batch = collate(chunk, pad_id).to(device)
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        targets = batch.labels[:, 1:]
+        losses = nn.functional.cross_entropy(
+            logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="none"
+        ).view(targets.shape)  # (B, T-1)
+        trained = targets != IGNORE
+        for row, seq in enumerate(chunk):
+            sums[seq.task] += float(losses[row][trained[row]].sum())
+            counts[seq.task] += int(trained[row].sum())
+    model.train(was_training)
+    out = {task: sums[task] / counts[task] for task in sorted(sums) if counts[task]}
+    total = sum(counts.values())
+    out["all"] = sum(sums.values()) / total if total else float("nan")
+    return out
+
+
+def train_lm(
+    model: nn.Module,
+    sequences: Sequence[TrainingSequence],
+    config: TrainConfig,
+    *,
+    work_dir: str | Path,
+    accelerator,
+    pad_id: int,
+    eval_sequences: Sequence[TrainingSequence] = (),
+    time_limit_s: float | None = None,
+) -> TrainLog:
+    """Train ``model`` (any causal LM taking input_ids/attention_mask/labels) on ``sequences``.
+
+    Resumes from ``work_dir/state`` when it exists. ``time_limit_s`` (a guard for probes; it makes the run's
+    length machine-dependent) stops early after checkpointing. Returns the log; the trained model is
+    ``accelerator.unwrap_model(model)`` (the object passed in, on CPU).
+    """
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.95))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, config.lr_factor)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    schedule = BatchSchedule([len(s) for s in sequences], max_tokens=config.max_tokens, seed=config.seed)
+    log = TrainLog()
+    state_dir = work_dir / STATE_DIR
+    _recover_interrupted_save(state_dir)
+    if (state_dir / TRAINER_STATE).is_file():
+        accelerator.load_state(str(state_dir))
+        log = TrainLog(**json.loads((state_dir / TRAINER_STATE).read_text()))
+        logger.info("resumed %s at step %d", work_dir, log.step)
+    model.train()
+    started = time.perf_counter() - log.elapsed_s
+    window_loss, window_steps = 0.0, 0
+    while log.step < config.steps:
+        batch = collate([sequences[i] for i in schedule.batch(log.step)], pad_id).to(accelerator.device)
+        loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels).loss
+        accelerator.backward(loss)
+        if config.grad_clip:
+            accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        log.step += 1
+        log.tokens += int(batch.attention_mask.sum())
+        window_loss += float(loss.detach())
+        window_steps += 1
+        log.elapsed_s = time.perf_counter() - started
+        if log.step % config.log_every == 0 or log.step == config.steps:
+            log.train_loss.append((log.step, window_loss / window_steps))
+            logger.info(
+                "step %d/%d loss %.4f  %.0f tok/s", log.step, config.steps, window_loss / window_steps,
+                log.tokens / max(log.elapsed_s, 1e-9),
+            )
+            window_loss, window_steps = 0.0, 0
+        at_eval = config.eval_every and log.step % config.eval_every == 0
+        if eval_sequences and (at_eval or log.step == config.steps):
+            losses = eval_loss_by_task(model, eval_sequences, pad_id=pad_id, device=accelerator.device)
+            log.eval_loss.append((log.step, losses))
+            logger.info("step %d held-out loss %s", log.step, {k: round(v, 4) for k, v in losses.items()})
+        out_of_time = time_limit_s is not None and log.elapsed_s > time_limit_s
+        if log.step % config.checkpoint_every == 0 or log.step == config.steps or out_of_time:
+            save_training_state(accelerator, log, state_dir)
+        if out_of_time:
+            logger.warning("time limit reached at step %d of %d", log.step, config.steps)
+            break
+    accelerator.unwrap_model(model, keep_fp32_wrapper=False).eval()  # drops a mixed-precision forward patch
+    accelerator.free_memory()  # forget this stage's objects so a later save_state holds only its own
+    return log
+
+
+def save_training_state(accelerator, log: TrainLog, state_dir: Path) -> None:
+    """Write the accelerate state and the log into ``state_dir``, replacing it only once complete."""
+    tmp = state_dir.with_name(state_dir.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.save_state(str(tmp))
+    (tmp / TRAINER_STATE).write_text(json.dumps(asdict(log)))
+    old = state_dir.with_name(state_dir.name + ".old")
+    if state_dir.exists():
+        state_dir.rename(old)
+    tmp.rename(state_dir)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _recover_interrupted_save(state_dir: Path) -> None:
+    """A crash between the two renames of :func:`save_training_state` leaves only ``state.old``."""
+    old = state_dir.with_name(state_dir.name + ".old")
+    if not state_dir.exists() and old.exists():
+        old.rename(state_dir)
+
