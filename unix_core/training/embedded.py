@@ -322,7 +322,7 @@ STAGE1_TOKENS_PER_SECOND = 4000
 ENCODED_IMAGES_PER_MINUTE = 8000  # render + encode_batch + sequence building
 TOKENS_PER_STEP = 1850  # real tokens in a 2048-token padded batch of the mix
 MIX_IMAGES = 32000  # images the default mix encodes
-SHARES = {"vq": 0.30, "data": 0.05, "stage1": 0.03}  # of the budget; stage 2 gets the rest
+SHARES = {"vq": 0.25, "data": 0.05, "stage1": 0.03}  # of the budget; stage 2 gets the rest
 
 
 def plan_for_budget(

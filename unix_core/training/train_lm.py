@@ -129,7 +129,6 @@ def train_lm(
     """
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed)
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.95))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, config.lr_factor)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
