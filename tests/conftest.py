@@ -31,3 +31,11 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def fixtures_dir() -> pathlib.Path:
     return FIXTURES
+
+
+@pytest.fixture(scope="module")
+def vq_tiny():
+    """The golden tiny taming VQGAN (64 codes, 16x16 grid at 64 px)."""
+    from unix_core.vq import VQImageTokenizer
+
+    return VQImageTokenizer.from_pretrained(FIXTURES / "vqgan_tiny")

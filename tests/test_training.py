@@ -29,14 +29,6 @@ from unix_core.world import caption_samples, edit_samples, fewshot_episodes, tex
 N_CODES = 32
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tokenizer():
     return train_text_tokenizer(world_text(300, seed=0))

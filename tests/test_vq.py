@@ -17,15 +17,6 @@ from unix_core.vq.model import VQModel
 IMAGES = ("rgb_shapes", "rgba_alpha", "gray_L")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 threads spin against other jobs (50x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def golden_dir(request):
     from tests.conftest import FIXTURES

@@ -14,15 +14,6 @@ CONFIG = VQConfig(embed_dim=8, n_embed=32, ch=32, ch_mult=(2, 2), num_res_blocks
                   resolution=16, attn_type="none")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 threads spin against other jobs (50x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def squares_dataset(n: int = 64, size: int = 16, seed: int = 0) -> torch.Tensor:
     """(n, 3, size, size) in [-1, 1]: a random flat colour with one random flat-coloured square."""
     generator = torch.Generator().manual_seed(seed)
