@@ -54,7 +54,7 @@ def _median_time(fn, repeats: int) -> float:
 
 def bench_config(name: str, config: VQConfig, palette_sample: int, repeats: int) -> Row:
     tokenizer = VQImageTokenizer.from_config(config, seed=0)
-    n, f, side = config.n_embed, config.downsample_factor, config.grid_size
+    n, side = config.n_embed, config.grid_size
     params_m = sum(p.numel() for p in tokenizer.model.parameters()) / 1e6
     if n > palette_sample:
         start = time.perf_counter()

@@ -47,7 +47,7 @@ def attend(
     ``k_allowed`` (B, L) marks keys that may be attended to (None: all). ``self_attention`` says the keys
     are exactly the queries' own tokens in the same order (a fresh prefill).
     """
-    Tq, L = q.shape[2], k.shape[2]
+    Tq = q.shape[2]
     if implementation == FLASH_ATTENTION and _flash_usable(q):
         from . import flash  # imported lazily: flash-attn is optional
 

@@ -28,7 +28,7 @@ from .generation import generate_image_stream, generate_text_stream
 from .model import UniXForCausalLM
 from .prompting import PromptBuilder, RenderedPrompt, Segment
 from .routing import RoutingTrace, trace_routing
-from .sampling import SamplingConfig, check_range
+from .sampling import SamplingConfig
 from .templates import PromptTemplates, load_templates
 
 logger = logging.getLogger(__name__)
