@@ -126,11 +126,3 @@ class UniXCache:
     def get_seq_length(self) -> int:
         """Tokens fed so far per row (transformers' Cache convention), padding included."""
         return self.num_tokens
-
-    def memory_bytes(self) -> int:
-        total = 0
-        for group in (self.shared, self.text, self.vision):
-            for buf in group.values():
-                if buf.k is not None:
-                    total += 2 * buf.k.numel() * buf.k.element_size()
-        return total

@@ -5,8 +5,7 @@ safetensors, dtype, ``device_map``, bitsandbytes quantization); this module turn
 into errors: any missing, unexpected or mis-shaped key raises ``ValueError`` naming the keys, instead of
 a warning and a silently random-initialised weight.
 
-The official layout needs no key remapping (our parameter names are the official ones); should another
-layout ever need one, it belongs in :func:`remap_state_dict_keys`.
+The official layout needs no key remapping: our parameter names are the official ones.
 """
 
 from __future__ import annotations
@@ -17,11 +16,6 @@ from typing import Any
 import torch
 
 _MAX_KEYS_SHOWN = 12
-
-
-def remap_state_dict_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map a state dict in another layout onto ours. The official Uni-X layout is ours: identity."""
-    return state_dict
 
 
 def _describe(keys: list[str]) -> str:

@@ -121,7 +121,7 @@ class UniXModel(UniXPreTrainedModel):
     def _split_block(
         self, depths: range, h: torch.Tensor, batch: _Batch, cache: UniXCache | None
     ) -> torch.Tensor:
-        out = h if any(p.identity for p in batch.packs.values()) else torch.empty_like(h)
+        out = None
         for branch in (TEXT, VISION):
             pack = batch.packs[branch]
             if pack.is_empty:
@@ -131,8 +131,10 @@ class UniXModel(UniXPreTrainedModel):
             for depth in depths:
                 kv = None if cache is None else cache.buffer(depth, branch)
                 x = self.branch_layer(depth, branch)(x, pack.cos, pack.sin, pack.positions, pack.valid, counts, kv)
-            if pack.identity:
+            if pack.identity:  # every token is of this modality: the other pack is empty
                 return x
+            if out is None:
+                out = torch.empty_like(h)
             pack.scatter_(x, out)
         return out
 
