@@ -65,6 +65,14 @@ def image_path(value) -> Path:
     return Path(value)
 
 
+def wait_for_status(job, *codes: str, timeout: float = 120) -> None:
+    """Block until the server reports `job` in one of `codes` (gradio_client Status names, e.g. IN_QUEUE)."""
+    deadline = time.monotonic() + timeout
+    while job.status().code.name not in codes:
+        assert time.monotonic() < deadline, f"job never reached {codes}; last status {job.status().code.name}"
+        time.sleep(0.02)
+
+
 def wait_for_preview(job, count: int = 1, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while len([o for o in job.outputs() if o[1].startswith("Generating")]) < count:
@@ -130,6 +138,7 @@ def test_sessions_do_not_see_each_others_results(server):
     job_a = a.submit(
         *t2i_args("a small blue square at the top left on a white background", seed=1), api_name="/text_to_image"
     )
+    wait_for_preview(job_a)  # a runs; b takes the single waiting place (max_queue=1) and overlaps with it
     job_b = b.submit(*t2i_args(PROMPT, seed=2), api_name="/text_to_image")
     card_a, card_b = json.loads(job_a.result(timeout=120)[3]), json.loads(job_b.result(timeout=120)[3])
     assert (card_a["prompt"], card_a["seed"]) == ("a small blue square at the top left on a white background", 1)
@@ -156,7 +165,7 @@ def test_full_queue_answers_busy(server):
     running = c.submit(*t2i_args(num_images=4), api_name="/text_to_image")
     wait_for_preview(running)
     waiting = c.submit(*t2i_args(), api_name="/text_to_image")  # the one place in the queue (max_queue=1)
-    time.sleep(0.3)
+    wait_for_status(waiting, "IN_QUEUE")
     with pytest.raises(QueueError, match="[Qq]ueue is full"):
         c.predict(*t2i_args(), api_name="/text_to_image")
     running.cancel()
