@@ -1,0 +1,225 @@
+"""Copy a trained embedded run into ``assets/unix-shapes/`` and write its model card from measured files.
+
+    python scripts/ship_embedded.py --unix runs/embedded --baseline runs/embedded-0x0 \
+        [--bench runs/bench_embedded.json] [--notes runs/card_notes.md] [--out assets/unix-shapes]
+
+Each run folder must hold ``checkpoint/`` (from ``scripts/train_embedded.py``) and ``eval.json`` (from
+``scripts/evaluate_embedded.py CKPT --json RUN/eval.json``). The card's figures come only from those files
+(training reports, plan, evaluation, optional benchmark JSON from ``bench/bench_embedded.py``); ``--notes``
+adds free text (e.g. how the run was scheduled on the machine).
+Also builds the streaming-preview code palette beside the weights, so the studio never builds it at start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+SHIPPED = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vq_config.json",
+           "vq_model.safetensors", "prompt_templates.json", "training_report.json")
+BARS = {"text_to_image": 0.90, "caption": 0.90, "vqa": 0.90, "edit": 0.80, "fewshot": 0.80}
+TASK_NAMES = {"text_to_image": "Text → image (judge accepts)", "caption": "Caption (exact match)",
+              "vqa": "VQA (accuracy)", "edit": "Edit (judge accepts target)", "fewshot": "Few-shot (accuracy)"}
+LIMIT_BYTES = 40 * 10**6
+
+
+def read_json(path: Path):
+    if not path.is_file():
+        raise SystemExit(f"missing {path}")
+    return json.loads(path.read_text())
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def minutes(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds / 60:.1f} min"
+
+
+def run_summary(run: Path) -> dict:
+    report = read_json(run / "checkpoint" / "training_report.json")
+    plan = read_json(run / "plan.json")
+    scores = read_json(run / "eval.json")
+    vq = read_json(run / "work" / "vq" / "report.json")
+    return {"report": report, "plan": plan, "scores": scores, "vq": vq}
+
+
+def describe(folder: Path) -> dict:
+    from unix_core import UniXPipeline
+
+    return UniXPipeline.from_pretrained(str(folder)).describe()
+
+
+def scores_table(unix: dict, base: dict, unix_split: str) -> str:
+    rows = [f"| Task (held-out) | Bar | Uni-X {unix_split} | Shared 0:0 baseline |", "|---|---|---|---|"]
+    means = []
+    for task, bar in BARS.items():
+        cells = []
+        for scores in (unix, base):
+            s = scores.get(task)
+            cells.append("-" if s is None else f"{s['correct']}/{s['total']} = {s['score']:.0%}")
+        rows.append(f"| {TASK_NAMES[task]} | ≥ {bar:.0%} | {cells[0]} | {cells[1]} |")
+    for scores in (unix, base):
+        present = [scores[t]["score"] for t in BARS if t in scores]
+        means.append(sum(present) / len(present) if present else float("nan"))
+    rows.append(f"| **Average** | | **{means[0]:.1%}** | **{means[1]:.1%}** |")
+    return "\n".join(rows)
+
+
+def params_table(info: dict) -> str:
+    p = info["parameters"]
+    names = {"text_branch": "Text branch (separated layers)", "vision_branch": "Vision branch (separated layers)",
+             "shared_layers": "Shared middle layers", "embeddings_and_head": "Embeddings, final norm, LM head (tied)",
+             "total": "**Total**"}
+    return "\n".join(["| Part | Parameters |", "|---|---|"] + [f"| {names[k]} | {p[k]:,} |" for k in names])
+
+
+def stage_times(summary: dict) -> str:
+    report, vq = summary["report"], summary["vq"]
+    s1, s2 = report.get("stage1") or {}, report.get("stage2") or {}
+    rows = ["| Stage | Measured time | Size |", "|---|---|---|",
+            f"| Image tokenizer (VQGAN) | {minutes(vq.get('train_s'))} | {summary['plan']['vq_steps']} steps |",
+            f"| Stage 1: text LM | {minutes(s1.get('elapsed_s'))} | {s1.get('step')} steps, "
+            f"{s1.get('tokens', 0):,} tokens |",
+            f"| Stage 2: multimodal | {minutes(s2.get('elapsed_s'))} | {s2.get('step')} steps, "
+            f"{s2.get('tokens', 0):,} tokens |"]
+    return "\n".join(rows)
+
+
+def bench_table(bench: dict) -> str:
+    rows = ["| Call | Median | Target |", "|---|---|---|"]
+    for name, seconds in bench["median_s"].items():
+        target = bench["targets_s"].get(name)
+        rows.append(f"| {name} | {seconds:.3f} s | {'≤ %.1f s' % target if target else '-'} |")
+    return "\n".join(rows) + f"\n\n({bench['threads']} torch threads, median of {bench['rounds']} calls.)"
+
+
+def failures(scores: dict, per_task: int = 2) -> str:
+    lines = []
+    for task in BARS:
+        for f in (scores.get(task) or {}).get("failures", [])[:per_task]:
+            lines.append(f"- {task}: `{json.dumps(f)}`")
+    return "\n".join(lines)
+
+
+def write_card(out: Path, unix_run: Path, base_run: Path, bench: dict | None, notes: str, budget: float) -> str:
+    unix, base = run_summary(unix_run), run_summary(base_run)
+    info, base_info = describe(out), describe(base_run / "checkpoint")
+    split = info["split"].split(" ")[0]
+    plan = unix["plan"]
+    lm = plan["lm"]
+    vq_report = unix["vq"]
+    card = f"""# unix-shapes: the embedded Uni-X of Uni-X Studio
+
+A tiny Uni-X (Qwen3 backbone, {info['layers']} layers, split {info['split']}: the first {split.split(':')[0]} and
+last {split.split(':')[1]} layers have separate text and vision branches, the middle is shared) trained from scratch
+on the synthetic shapes world (`unix_core/world`, spec in the repository's issue 5). Images are 64×64 scenes
+downscaled to {info['image_size']} px and tokenized by a small taming VQGAN into {info['image_grid'][0]}×{info['image_grid'][1]}
+codes from a codebook of {info['codebook_size']}; the text tokenizer is a byte-level BPE of {info['text_vocab_size']}
+tokens trained on the world's text. Load it with `UniXPipeline.from_pretrained()` or run `python launch.py`.
+
+## Scores (held-out scenes and phrasings, pipeline defaults)
+
+{scores_table(unix['scores'], base['scores'], split)}
+
+Both models share the tokenizers, data, stage-1 text model and stage-2 budget ({plan['stage2']['steps']} steps);
+they differ only in the split. Evaluate with
+`python scripts/evaluate_embedded.py assets/unix-shapes --n 100`.
+
+Image tokenizer: the judge accepts {vq_report.get('accepted')}/{vq_report.get('images')}
+= {vq_report.get('acceptance', 0):.0%} of held-out reconstructions (bar ≥ 99%); failures by object position:
+`{json.dumps(vq_report.get('failures'))}`. Text-to-image and edit scores are capped by this.
+
+A few failures of the Uni-X model:
+
+{failures(unix['scores'])}
+
+## Parameters
+
+{params_table(info)}
+
+Baseline (0:0, same width and depth): {base_info['parameters']['total']:,} parameters.
+
+## Training
+
+Command (fresh clone, CPU):
+
+```bash
+python scripts/train_embedded.py --out runs/embedded --budget-minutes {budget:g} --evaluate 100
+python scripts/train_embedded.py --out runs/embedded-0x0 --budget-minutes {budget:g} --split 0:0 --reuse-from runs/embedded
+```
+
+LM: width {lm['hidden_size']}, {lm['num_layers']} layers, {lm['num_heads']} heads ({lm['num_kv_heads']} KV),
+MLP {lm['intermediate_size']}, tied embeddings. Stage 1 trains the plain text LM on the world's text; stage 2
+converts it with `convert_qwen_to_unix` (vision twins copied from the text layers, vocabulary extended by the
+codebook) and trains on the mix `{json.dumps({k: v for k, v in plan['mix'].items() if k not in ('seed', 'split')})}`
+with the paper's choices: loss only on the answer / image codes, a share of text-to-image pairs reversed into
+captions, 10% unconditional conditions for guidance, text-only data kept.
+Hardware: {cpu_name()}, torch {_torch_version()}, seed {plan['seed']}.
+
+Measured stage times of the shipped run:
+
+{stage_times(unix)}
+
+{notes}
+
+## Speed (`python -m bench.bench_embedded`)
+
+{bench_table(bench) if bench else "(not measured)"}
+"""
+    (out / "README.md").write_text(card)
+    return card
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--unix", type=Path, required=True, help="the Uni-X run folder to ship")
+    parser.add_argument("--baseline", type=Path, required=True, help="the 0:0 baseline run folder")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "assets" / "unix-shapes")
+    parser.add_argument("--bench", type=Path, default=None, help="JSON from bench/bench_embedded.py --json")
+    parser.add_argument("--budget-minutes", type=float, default=60.0, help="the --budget-minutes both runs used")
+    parser.add_argument("--notes", type=Path, default=None, help="markdown added to the card's training section")
+    args = parser.parse_args(argv)
+
+    from unix_core.pipeline import PALETTE_FILE
+    from unix_core.vq import VQImageTokenizer
+
+    source = args.unix / "checkpoint"
+    if args.out.exists():
+        shutil.rmtree(args.out)
+    args.out.mkdir(parents=True)
+    for name in SHIPPED:
+        shutil.copy2(source / name, args.out / name)
+    VQImageTokenizer.from_pretrained(args.out).code_palette.save(args.out / PALETTE_FILE)
+    bench = read_json(args.bench) if args.bench else None
+    notes = args.notes.read_text() if args.notes else ""
+    write_card(args.out, args.unix, args.baseline, bench, notes, args.budget_minutes)
+    size = sum(f.stat().st_size for f in args.out.iterdir())
+    print(f"shipped {args.out} ({size / 1e6:.1f} MB)")
+    if size > LIMIT_BYTES:
+        print(f"warning: over the {LIMIT_BYTES / 1e6:.0f} MB limit")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
