@@ -128,3 +128,16 @@ def test_8bit_loading_where_supported(fixtures_dir):
     ref = vec["mixed.prefill_logits"]
     assert (logits - ref).abs().max() < 0.5  # int8 rounding of random weights, same computation
     assert torch.corrcoef(torch.stack([logits.flatten(), ref.flatten()]))[0, 1] > 0.99
+
+
+def test_config_written_in_the_official_layout_reads_back_equal(fixtures_dir):
+    from unix_core.config import UniXConfig, unix_to_official_config_dict
+
+    golden = json.loads((fixtures_dir / "unix_tiny" / "config.json").read_text())
+    config = UniXConfig.from_pretrained(fixtures_dir / "unix_tiny")
+    official = unix_to_official_config_dict(config)
+    assert (official["model_type"], official["architectures"]) == (golden["model_type"], golden["architectures"])
+    shared = set(golden) - {"torch_dtype", "rope_scaling", "layer_types", "max_window_layers", "sliding_window",
+                            "use_sliding_window", "vis_sep_lens", "vis_sep_tokens", "transformers_version"}
+    assert {k: official[k] for k in shared} == {k: golden[k] for k in shared}
+    assert UniXConfig.from_dict(official).to_dict() == config.to_dict()

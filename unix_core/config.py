@@ -193,3 +193,18 @@ def official_to_unix_config_dict(config_dict: dict) -> dict:
     for legacy in ("max_window_layers", "layer_types", "sliding_window", "vis_sep_tokens", "vis_sep_lens"):
         out.pop(legacy, None)
     return out
+
+
+# The class name the official code records for its Qwen3-based Uni-X (see tests/fixtures golden configs).
+OFFICIAL_ARCHITECTURES = {"qwen3": "UniQwen3ForCausalLMInference"}
+
+
+def unix_to_official_config_dict(config: UniXConfig) -> dict:
+    """``config`` as the official code writes ``config.json``: ``model_type`` is the backbone (qwen3/qwen2)
+    and ``architectures`` names the official class; every Uni-X field stays. :meth:`UniXConfig.from_dict`
+    reads it back to an equal config."""
+    out = config.to_dict()
+    out["model_type"] = out.pop("backbone")
+    if out["model_type"] in OFFICIAL_ARCHITECTURES:
+        out["architectures"] = [OFFICIAL_ARCHITECTURES[out["model_type"]]]
+    return out

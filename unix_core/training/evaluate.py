@@ -1,10 +1,11 @@
 """Held-out evaluation of an embedded shapes-world checkpoint, one score per task.
 
-- text to image: sample an image for each held-out prompt (SHAPES defaults: CFG 3, temperature 1) and count
-  the images the pixel judge accepts for the prompt (``partial=True``: attributes a prompt leaves out are free);
+- text to image: sample an image for each held-out prompt (the pipeline's SHAPES defaults for CFG, temperature,
+  top-k, top-p) and count the images the pixel judge accepts for the prompt (``partial=True``: attributes a
+  prompt leaves out are free);
 - caption: greedy caption, exact match with the canonical caption (``caption_match``);
 - VQA: greedy answer, ``vqa_match``;
-- edit: sample the edited image (CFG 1) and judge it against the target scene's canonical caption;
+- edit: sample the edited image (the SHAPES edit defaults) and judge it against the target scene's caption;
 - few-shot: greedy answer after the examples, ``fewshot_match`` (the episode's wording is required).
 
 Prompts are rendered with the SHAPES templates through the same :class:`SequenceBuilder` as training, and
@@ -62,8 +63,14 @@ def _drain_image(events) -> torch.Tensor:
 class Evaluator:
     """Scores a Uni-X model with its text and image tokenizers on world samples of one split."""
 
-    def __init__(self, model, tokenizer, vq, *, batch_size: int = 16, seed: int = 0) -> None:
+    def __init__(self, model, tokenizer, vq, *, batch_size: int = 16, seed: int = 0,
+                 image_sampling: dict[str, dict] | None = None) -> None:
+        """``image_sampling`` overrides the SHAPES defaults per entry ("text_to_image", "edit"), for tuning."""
         self.model = model.eval()
+        self.image_sampling = {
+            entry: SamplingConfig(**{**SHAPES.defaults[entry], **(image_sampling or {}).get(entry, {})})
+            for entry in ("text_to_image", "edit")
+        }
         self.tokenizer = tokenizer
         self.vq = vq
         self.builder = SequenceBuilder(tokenizer, real_text_vocab_size=model.config.real_text_vocab_size)
@@ -94,11 +101,10 @@ class Evaluator:
                 answers.append(self.tokenizer.decode([i for i in ids if i != self.eos]).strip())
         return answers
 
-    def _images(self, prompts: list[list[int]], unconditional: list[list[int]] | None, cfg_scale: float):
+    def _images(self, prompts: list[list[int]], unconditional: list[list[int]] | None, sampling: SamplingConfig):
         """Sample one image per prompt; ``unconditional`` holds each row's unconditional prompt (for CFG)."""
         images = []
         generator = torch.Generator(device=self.model.device).manual_seed(self.seed)
-        sampling = SamplingConfig(temperature=1.0, cfg_scale=cfg_scale)
         groups: list[list[int]] = []  # rows that share an unconditional prompt go into one batch
         for i in range(len(prompts)):
             if groups and len(groups[-1]) < self.batch_size and (
@@ -122,7 +128,7 @@ class Evaluator:
         samples = list(prompt_samples(n, seed=self.seed, split=split))
         prompts = [self._render(SHAPES.text_to_image, {"prompt": s.prompt}, []) for s in samples]
         uncond = self._render(SHAPES.unconditional, {}, [])
-        images = self._images(prompts, [uncond] * len(prompts), SHAPES.defaults["text_to_image"]["cfg_scale"])
+        images = self._images(prompts, [uncond] * len(prompts), self.image_sampling["text_to_image"])
         score = TaskScore("text_to_image", 0, len(samples))
         for s, image in zip(samples, images):
             verdict = judge(image, s.prompt, partial=True)
@@ -155,9 +161,9 @@ class Evaluator:
         samples = list(edit_samples(n, seed=self.seed, split=split))
         sources = self._codes([s.source for s in samples])
         prompts = [self._render(SHAPES.edit, {"instruction": s.instruction}, [c]) for s, c in zip(samples, sources)]
-        cfg = SHAPES.defaults["edit"]["cfg_scale"]
-        uncond = [self._render(SHAPES.edit_unconditional, {}, [c]) for c in sources] if cfg != 1.0 else None
-        images = self._images(prompts, uncond, cfg)
+        sampling = self.image_sampling["edit"]
+        uncond = [self._render(SHAPES.edit_unconditional, {}, [c]) for c in sources] if sampling.uses_guidance else None
+        images = self._images(prompts, uncond, sampling)
         score = TaskScore("edit", 0, len(samples))
         for s, image in zip(samples, images):
             verdict = judge(image, s.target.caption())
