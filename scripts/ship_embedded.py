@@ -200,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--notes", type=Path, default=None, help="markdown added to the card's training section")
     args = parser.parse_args(argv)
 
+    from unix_core.config import UniXConfig, unix_to_official_config_dict
     from unix_core.pipeline import PALETTE_FILE
     from unix_core.vq import VQImageTokenizer
 
@@ -209,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True)
     for name in SHIPPED:
         shutil.copy2(source / name, args.out / name)
+    # config.json in the official layout (model_type qwen3 + the Uni-X keys), as the issue asks
+    config = UniXConfig.from_pretrained(args.out)
+    (args.out / "config.json").write_text(json.dumps(unix_to_official_config_dict(config), indent=2, sort_keys=True) + "\n")
     VQImageTokenizer.from_pretrained(args.out).code_palette.save(args.out / PALETTE_FILE)
     bench = read_json(args.bench) if args.bench else None
     notes = args.notes.read_text() if args.notes else ""

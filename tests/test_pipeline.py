@@ -10,7 +10,7 @@ from PIL import Image
 
 from tests.pipeline_fixture import build_checkpoint
 from unix_core import UniXPipeline
-from unix_core.pipeline import EMBEDDED_DEFAULT, ImageStreamEvent, TextStreamEvent
+from unix_core.pipeline import ImageStreamEvent, TextStreamEvent
 
 
 @pytest.fixture(scope="module")
@@ -167,9 +167,14 @@ def test_missing_pieces_are_clear_errors(tmp_path, fixtures_dir):
         UniXPipeline.from_pretrained(folder)
     with pytest.raises(ValueError, match="neither an existing folder nor a hub id"):
         UniXPipeline.from_pretrained(str(tmp_path / "nowhere" / "deeper" / "x"))
-    if not (EMBEDDED_DEFAULT / "config.json").exists():
-        with pytest.raises(ValueError, match="embedded default model is not installed"):
-            UniXPipeline.from_pretrained()
+
+
+def test_missing_embedded_default_is_a_clear_error(tmp_path, monkeypatch):
+    import unix_core.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "EMBEDDED_DEFAULT", tmp_path / "absent")
+    with pytest.raises(ValueError, match="embedded default model is not installed"):
+        UniXPipeline.from_pretrained()
 
 
 def test_hub_id_resolves_through_huggingface_hub_offline(tmp_path, fixtures_dir, monkeypatch):

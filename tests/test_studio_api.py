@@ -1,8 +1,8 @@
 """The studio's named API endpoints through `gradio_client`, against an app launched on 127.0.0.1.
 
-One app per module (tiny random checkpoint from `tests/e2e/studio_server.py`; switching to the embedded
-model is one line there). Outputs of a random model are garbage but real: the tests check shapes,
-streaming, reproducibility, stopping, isolation between sessions, the bounded queue and error messages.
+One app per module on the embedded default model (`tests/e2e/studio_server.py`). The tests check shapes,
+streaming, reproducibility, stopping, isolation between sessions, the bounded queue and error messages; runs
+that must be watched or stopped mid-way are `paced`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from gradio_client.exceptions import AppError  # noqa: E402
 from studio.app import build_app  # noqa: E402
 from studio.examples import picture  # noqa: E402
 from studio.run_card import PNG_KEY  # noqa: E402
-from tests.e2e.studio_server import launched, studio_checkpoint  # noqa: E402
+from tests.e2e.studio_server import launched, paced, studio_checkpoint  # noqa: E402
 from unix_core import UniXPipeline  # noqa: E402
 
 PROMPT = "a large red circle at the center on a white background"
@@ -106,9 +106,10 @@ def test_randomized_seed_is_reported(client):
     assert json.loads(card_json)["seed"] == seed
 
 
-def test_text_to_image_streams_previews_before_the_result(client):
-    job = client.submit(*t2i_args(num_images=2), api_name="/text_to_image")
-    job.result(timeout=120)
+def test_text_to_image_streams_previews_before_the_result(client, pipe):
+    with paced(pipe):
+        job = client.submit(*t2i_args(num_images=2), api_name="/text_to_image")
+        job.result(timeout=120)
     outputs = job.outputs()
     running = [o for o in outputs if o[1].startswith("Generating")]
     assert len(running) >= 2, f"expected several preview updates, got {len(running)}"
@@ -118,8 +119,7 @@ def test_text_to_image_streams_previews_before_the_result(client):
 
 def test_cancel_stops_generation(client, pipe):
     calls = []
-    hook = pipe.model.model.register_forward_hook(lambda *a: calls.append(1))
-    try:
+    with paced(pipe, calls=calls):
         job = client.submit(*t2i_args(num_images=4), api_name="/text_to_image")
         wait_for_preview(job, count=2)
         job.cancel()
@@ -128,19 +128,18 @@ def test_cancel_stops_generation(client, pipe):
         time.sleep(0.5)
         assert len(calls) == settled, "the model kept running after the job was cancelled"
         assert settled < pipe.grid_hw[0] * pipe.grid_hw[1], "the run finished instead of stopping"
-    finally:
-        hook.remove()
     assert client.predict(*t2i_args(), api_name="/text_to_image")[1].startswith("Done")  # the studio still works
 
 
-def test_sessions_do_not_see_each_others_results(server):
+def test_sessions_do_not_see_each_others_results(server, pipe):
     a, b = (Client(server, verbose=False, download_files=False) for _ in range(2))
-    job_a = a.submit(
-        *t2i_args("a small blue square at the top left on a white background", seed=1), api_name="/text_to_image"
-    )
-    wait_for_preview(job_a)  # a runs; b takes the single waiting place (max_queue=1) and overlaps with it
-    job_b = b.submit(*t2i_args(PROMPT, seed=2), api_name="/text_to_image")
-    card_a, card_b = json.loads(job_a.result(timeout=120)[3]), json.loads(job_b.result(timeout=120)[3])
+    with paced(pipe):
+        job_a = a.submit(
+            *t2i_args("a small blue square at the top left on a white background", seed=1), api_name="/text_to_image"
+        )
+        wait_for_preview(job_a)  # a runs; b takes the single waiting place (max_queue=1) and overlaps with it
+        job_b = b.submit(*t2i_args(PROMPT, seed=2), api_name="/text_to_image")
+        card_a, card_b = json.loads(job_a.result(timeout=120)[3]), json.loads(job_b.result(timeout=120)[3])
     assert (card_a["prompt"], card_a["seed"]) == ("a small blue square at the top left on a white background", 1)
     assert (card_b["prompt"], card_b["seed"]) == (PROMPT, 2)
 
@@ -158,17 +157,18 @@ def test_uploads_are_capped_and_no_arbitrary_file_is_served(server):
         assert httpx.get(f"{server}gradio_api/file={path}").status_code == 403
 
 
-def test_full_queue_answers_busy(server):
+def test_full_queue_answers_busy(server, pipe):
     from gradio_client.utils import QueueError
 
     c = Client(server, verbose=False, download_files=False)
-    running = c.submit(*t2i_args(num_images=4), api_name="/text_to_image")
-    wait_for_preview(running)
-    waiting = c.submit(*t2i_args(), api_name="/text_to_image")  # the one place in the queue (max_queue=1)
-    wait_for_status(waiting, "IN_QUEUE")
-    with pytest.raises(QueueError, match="[Qq]ueue is full"):
-        c.predict(*t2i_args(), api_name="/text_to_image")
-    running.cancel()
+    with paced(pipe, 0.05):
+        running = c.submit(*t2i_args(num_images=4), api_name="/text_to_image")
+        wait_for_preview(running)
+        waiting = c.submit(*t2i_args(), api_name="/text_to_image")  # the one place in the queue (max_queue=1)
+        wait_for_status(waiting, "IN_QUEUE")
+        with pytest.raises(QueueError, match="[Qq]ueue is full"):
+            c.predict(*t2i_args(), api_name="/text_to_image")
+        running.cancel()
     assert waiting.result(timeout=120)[1].startswith("Done")
 
 

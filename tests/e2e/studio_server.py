@@ -1,20 +1,38 @@
-"""Shared by the studio tests: which checkpoint they run on, and a locally launched studio.
+"""Shared by the studio tests: which checkpoint they run on, a locally launched studio, and pacing.
 
-Switching the studio tests to the embedded default model is one line in `studio_checkpoint`.
+The studio tests run on the embedded default model (`assets/unix-shapes`). It makes a 64-code image in well
+under a second, so tests that must see several previews or stop a run mid-way slow each forward pass with
+`paced` (a forward hook that sleeps); everything else runs at full speed.
 """
 
 from __future__ import annotations
 
 import socket
+import time
 from contextlib import contextmanager
 from pathlib import Path
-
-from tests.pipeline_fixture import build_checkpoint
 
 
 def studio_checkpoint(tmp_root: Path, fixtures_dir: Path) -> str | None:
     """The model the studio tests run on (None = the embedded default in assets/unix-shapes)."""
-    return str(build_checkpoint(tmp_root / "studio-tiny", fixtures_dir))
+    return None
+
+
+@contextmanager
+def paced(pipe, seconds_per_forward: float = 0.02, calls: list | None = None):
+    """Within the block every forward pass of `pipe`'s model takes at least `seconds_per_forward` longer
+    (and is recorded in `calls` when given), so that a run lasts long enough to be watched or stopped."""
+
+    def hook(*_):
+        if calls is not None:
+            calls.append(1)
+        time.sleep(seconds_per_forward)
+
+    handle = pipe.model.model.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def free_port() -> int:

@@ -25,7 +25,7 @@ from playwright.sync_api import sync_playwright  # noqa: E402
 from studio.app import build_app  # noqa: E402
 from studio.examples import picture  # noqa: E402
 from tests.e2e import browser as b  # noqa: E402
-from tests.e2e.studio_server import launched, studio_checkpoint  # noqa: E402
+from tests.e2e.studio_server import launched, paced, studio_checkpoint  # noqa: E402
 from unix_core import UniXPipeline  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -62,10 +62,11 @@ def shot(page, name: str) -> None:
 def test_generate_streams_previews_then_the_image(page, pipe):
     page.fill("#t2i-prompt textarea", PROMPT)
     b.record_image_sources(page, "t2i-preview", "t2i-status")
-    page.click("#t2i-generate")
-    b.wait_for_text(page, "t2i-status", "Generating", timeout=120)
-    shot(page, "01_generating")
-    done = b.wait_for_text(page, "t2i-status", "Done", timeout=180)
+    with paced(pipe, 0.03):  # about 2 s a picture, so that a browser sees it fill in
+        page.click("#t2i-generate")
+        b.wait_for_text(page, "t2i-status", "Generating", timeout=120)
+        shot(page, "01_generating")
+        done = b.wait_for_text(page, "t2i-status", "Done", timeout=180)
     shot(page, "02_done")
     sources = [s["src"] for s in b.recorded_sources(page)]
     final = page.locator("#t2i-preview img").get_attribute("src")
@@ -91,8 +92,7 @@ def test_run_card_loads_back_into_the_controls(page):
 
 def test_stop_ends_a_second_run_midway(page, pipe):
     calls = []
-    hook = pipe.model.model.register_forward_hook(lambda *a: calls.append(1))
-    try:
+    with paced(pipe, 0.03, calls=calls):
         page.fill("#t2i-num-images input[type=number]", "4")
         page.locator("#t2i-num-images input[type=number]").press("Enter")
         page.click("#t2i-generate")
@@ -106,8 +106,6 @@ def test_stop_ends_a_second_run_midway(page, pipe):
         assert len(calls) == settled, "the model kept running after Stop"
         assert settled < pipe.grid_hw[0] * pipe.grid_hw[1], "the run finished instead of stopping"
         assert not b.text_of(page, "t2i-status").startswith("Done"), status
-    finally:
-        hook.remove()
 
 
 def test_understand_answers_a_question(page, scene_png):
