@@ -5,8 +5,8 @@
     python scripts/screenshots.py --out DIR       # default: docs/screenshots
 
 Needs Debian's `chromium` and the `playwright` Python package (never `playwright install`). Files are
-saved as palette PNGs to stay small. With the tiny random test checkpoint the images are noise and the
-answers gibberish, but every panel is real output.
+saved as palette PNGs to stay small. Every panel is real output of the loaded model (the streaming shot
+slows generation down so that it catches a half-drawn picture).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +44,7 @@ def take(out: Path, model: str | None, colors: int) -> list[Path]:
     from studio.app import build_app
     from studio.examples import EDIT, picture
     from tests.e2e import browser as b
-    from tests.e2e.studio_server import launched
+    from tests.e2e.studio_server import launched, paced
 
     saved = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -65,10 +66,14 @@ def take(out: Path, model: str | None, colors: int) -> list[Path]:
             page.fill("#t2i-seed input", "1")
             page.fill("#t2i-num-images input[type=number]", "2")
             page.locator("#t2i-num-images input[type=number]").press("Enter")
-            page.click("#t2i-generate")
-            b.wait_for_text(page, "t2i-status", "Generating: code 1", timeout=120)
-            shot("text_to_image_streaming")
-            b.wait_for_text(page, "t2i-status", "Done", timeout=300)
+            # The embedded model makes a picture in about half a second: slow it down (as the browser test
+            # does) so that the shot catches the picture half filled in.
+            with paced(pipeline, 0.03):
+                page.click("#t2i-generate")
+                b.wait_for_text(page, "t2i-status", "Generating: code", timeout=120)
+                time.sleep(1.0)
+                shot("text_to_image_streaming")
+                b.wait_for_text(page, "t2i-status", "Done", timeout=300)
             shot("text_to_image")
 
             b.open_tab(page, "Understand")
