@@ -117,3 +117,27 @@ def _check_size(name: str, width: int, height: int) -> None:
             f"{MAX_IMAGE_PIXELS:,} pixels in all.",
             print_exception=False,
         )
+
+
+
+def image_input(**kwargs) -> gr.Image:
+    """A `gr.Image` for uploads whose preprocessing refuses a file that is not an image with a short
+    `gr.Error` naming the field and the allowed formats, instead of Gradio's processing error (which quotes
+    server paths). Wraps the instance's `preprocess` (a subclass would make Gradio write a .pyi stub)."""
+    component = gr.Image(**kwargs)
+    preprocess = component.preprocess
+
+    def checked(payload):
+        try:
+            return preprocess(payload)
+        except gr.Error:
+            raise
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            raise gr.Error(
+                f"{component.label or 'The image'} is not a readable image file ({type(err).__name__}); "
+                f"allowed formats: {', '.join(IMAGE_FORMATS)}.",
+                print_exception=False,
+            ) from err
+
+    component.preprocess = checked
+    return component

@@ -17,7 +17,7 @@ def build(ctx: StudioContext) -> TabParts:
     defaults = pipeline.templates.defaults.get("edit", {})
     with gr.Row():
         with gr.Column(scale=1):
-            source = gr.Image(
+            source = validation.image_input(
                 label="Image to edit",
                 type="filepath",
                 sources=["upload", "clipboard"],

@@ -62,7 +62,7 @@ def build(ctx: StudioContext) -> TabParts:
             row_boxes, inputs = [], []
             for i in range(FEW_SHOT_ROWS):
                 with gr.Row(visible=i < 2) as row:
-                    image = gr.Image(
+                    image = validation.image_input(
                         label=f"Example {i + 1} image",
                         type="filepath",
                         sources=["upload", "clipboard"],
@@ -77,7 +77,7 @@ def build(ctx: StudioContext) -> TabParts:
                     )
                 row_boxes.append(row)
                 inputs += [image, text]
-            query = gr.Image(
+            query = validation.image_input(
                 label="Query image", type="filepath", sources=["upload", "clipboard"], height=160, elem_id="fs-query"
             )
             with gr.Row():

@@ -62,7 +62,7 @@ def build(ctx: StudioContext) -> RoutingParts:
                 elem_id="rt-text",
                 placeholder="what color is the circle?",
             )
-            image = gr.Image(
+            image = validation.image_input(
                 label="Image", type="filepath", sources=["upload", "clipboard"], height=200, elem_id="rt-image"
             )
             trace_btn = gr.Button("Trace", variant="primary", elem_id="rt-trace")

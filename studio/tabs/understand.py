@@ -15,7 +15,7 @@ def build(ctx: StudioContext) -> TabParts:
     pipeline = ctx.pipeline
     with gr.Row():
         with gr.Column(scale=1):
-            image = gr.Image(
+            image = validation.image_input(
                 label="Image", type="filepath", sources=["upload", "clipboard"], height=260, elem_id="und-image"
             )
             question = gr.Textbox(
