@@ -119,7 +119,6 @@ def _check_size(name: str, width: int, height: int) -> None:
         )
 
 
-
 def image_input(**kwargs) -> gr.Image:
     """A `gr.Image` for uploads whose preprocessing refuses a file that is not an image with a short
     `gr.Error` naming the field and the allowed formats, instead of Gradio's processing error (which quotes
