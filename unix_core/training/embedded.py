@@ -166,6 +166,42 @@ def vq_judge_acceptance(vq, n: int, *, seed: int, split: str = "heldout") -> dic
             "failures": reasons}
 
 
+def flat_patch_code_entropy(vq, n: int, *, seed: int, split: str = "train") -> dict:
+    """How predictable the codes of flat background patches are: for ``n`` scenes, every code-grid patch
+    whose 64x64 pixels are all background colour is counted under that colour; per colour, the number of
+    distinct codes used and the entropy (bits) of their histogram. A tokenizer whose codes are local gives
+    each flat colour one code (0 bits); the LM has to predict whatever entropy is left."""
+    import math
+    import random
+    from collections import Counter
+
+    import numpy as np
+
+    from unix_core.world import render, sample_scene
+    from unix_core.world.scene import CANVAS_SIZE, COLORS
+
+    rng = random.Random(f"flat/{seed}")
+    scenes = [sample_scene(rng, split) for _ in range(n)]
+    grid = vq.grid_size
+    patch = CANVAS_SIZE // grid
+    counts: dict[str, Counter] = {}
+    for scene, codes in zip(scenes, vq_scene_encoder(vq)(scenes)):
+        pixels = np.asarray(render(scene).convert("RGB"), dtype=np.int32)
+        flat = (np.abs(pixels - np.array(COLORS[scene.background])).sum(-1) < 10)
+        flat = flat.reshape(grid, patch, grid, patch).all(axis=(1, 3)).flatten()
+        counter = counts.setdefault(scene.background, Counter())
+        counter.update(int(c) for c, f in zip(codes.flatten().tolist(), flat.tolist()) if f)
+
+    def entropy(counter: Counter) -> float:
+        total = sum(counter.values())
+        return -sum(v / total * math.log2(v / total) for v in counter.values())
+
+    per_colour = {colour: {"patches": sum(c.values()), "codes": len(c), "entropy_bits": entropy(c)}
+                  for colour, c in sorted(counts.items()) if c}
+    mean = sum(v["entropy_bits"] for v in per_colour.values()) / max(len(per_colour), 1)
+    return {"scenes": n, "split": split, "mean_entropy_bits": mean, "per_colour": per_colour}
+
+
 def stage_vq(plan: EmbeddedPlan, work: Path, device: torch.device | str = "cpu"):
     from unix_core.vq import VQImageTokenizer, train_vq
 
@@ -180,6 +216,7 @@ def stage_vq(plan: EmbeddedPlan, work: Path, device: torch.device | str = "cpu")
         vq.model.to("cpu")
         train_s = time.perf_counter() - started
         report = vq_judge_acceptance(vq, plan.vq_eval_images, seed=plan.seed + 1)
+        report["flat_patch_codes"] = flat_patch_code_entropy(vq, 300, seed=plan.seed)
         report.update(train_s=train_s, log=[asdict(e) for e in stats.log])
         vq.save_pretrained(folder)
         (folder / "report.json").write_text(json.dumps(report, indent=1))
