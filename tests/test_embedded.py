@@ -32,14 +32,11 @@ def test_assets_are_complete_and_under_40_mb():
     assert config["model_type"] == "qwen3" and "num_vision_encode_layers" in config  # the official layout
 
 
-def test_loads_with_no_argument_using_the_shipped_palette(pipe, tmp_path):
-    import os
-    from pathlib import Path
-
-    info = pipe.describe()
+def test_loads_with_no_argument_using_the_shipped_palette(monkeypatch, tmp_path):
+    monkeypatch.setenv("UNIX_STUDIO_CACHE", str(tmp_path))
+    info = UniXPipeline.from_pretrained().describe()
     assert info["family"] == "shapes" and info["image_grid"] == [8, 8] and info["parameters"]["vision_branch"] > 0
-    cache = Path(os.environ["UNIX_STUDIO_CACHE"])
-    assert not list(cache.glob("palette-*")), "the palette was built instead of read from the shipped file"
+    assert not list(tmp_path.iterdir()), "the palette was built instead of read from the shipped file"
 
 
 @pytest.fixture(scope="module")
