@@ -13,27 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
+from bench.timing import median_time
 from unix_core import UniXPipeline
 from unix_core.world import render, sample_scene
 
 TARGETS = {"text_to_image": 2.0, "caption": 0.5}
 PROMPT = "a large red circle at the top left and a small blue square at the center on a white background"
-
-
-def timed(fn, rounds: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         "vqa": lambda: pipe.answer(image, "what is the background color?", seed=0),
         "edit": lambda: pipe.edit(image, "change the background to black", seed=0),
     }
-    results = {name: timed(fn, args.rounds) for name, fn in calls.items()}
+    results = {name: median_time(fn, args.rounds, warmup=1) for name, fn in calls.items()}
     info = pipe.describe()
     print(f"model {info['model']} · {info['parameters']['total'] / 1e6:.2f} M parameters · "
           f"{info['image_grid'][0]}x{info['image_grid'][1]} codes · {torch.get_num_threads()} threads")

@@ -11,12 +11,12 @@ the grid width, i.e. per token when the studio re-decodes once per generated row
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from dataclasses import dataclass
 
 import torch
 
+from bench.timing import median_time
 from unix_core.vq import CodePalette, StreamingPreview, VQConfig, VQImageTokenizer
 from unix_core.vq.preview import build_code_palette
 
@@ -43,15 +43,6 @@ class Row:
     per_token_row_ms: float
 
 
-def _median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def bench_config(name: str, config: VQConfig, palette_sample: int, repeats: int) -> Row:
     tokenizer = VQImageTokenizer.from_config(config, seed=0)
     n, side = config.n_embed, config.grid_size
@@ -76,12 +67,12 @@ def bench_config(name: str, config: VQConfig, palette_sample: int, repeats: int)
     for code in codes:
         stream.add(code)
     add_us = (time.perf_counter() - start) / len(codes) * 1e6
-    mosaic_ms = _median_time(stream.mosaic, max(repeats, 20)) * 1e3
-    stateless_ms = _median_time(lambda: tokenizer.mosaic_preview(codes, side), max(repeats, 20)) * 1e3
+    mosaic_ms = median_time(stream.mosaic, max(repeats, 20)) * 1e3
+    stateless_ms = median_time(lambda: tokenizer.mosaic_preview(codes, side), max(repeats, 20)) * 1e3
 
     half = codes[: len(codes) // 2]
     tokenizer.partial_decode(half, side)  # warm-up (allocator, kernels)
-    decode_s = _median_time(lambda: tokenizer.partial_decode(half, side), repeats)
+    decode_s = median_time(lambda: tokenizer.partial_decode(half, side), repeats)
     return Row(name, params_m, palette_s, note, add_us, mosaic_ms, stateless_ms, decode_s * 1e3, decode_s * 1e3 / side)
 
 
