@@ -123,19 +123,14 @@ class Evaluator:
 
     # ----------------------------------------------------------------------------------------------
     def text_to_image(self, n: int, split: str) -> TaskScore:
-        from unix_core.world import judge, prompt_samples
+        from unix_core.world import prompt_samples
 
         samples = list(prompt_samples(n, seed=self.seed, split=split))
         prompts = [self._render(SHAPES.text_to_image, {"prompt": s.prompt}, []) for s in samples]
         uncond = self._render(SHAPES.unconditional, {}, [])
         images = self._images(prompts, [uncond] * len(prompts), self.image_sampling["text_to_image"])
-        score = TaskScore("text_to_image", 0, len(samples))
-        for s, image in zip(samples, images):
-            verdict = judge(image, s.prompt, partial=True)
-            score.correct += verdict.ok
-            if not verdict.ok and len(score.failures) < 5:
-                score.failures.append({"prompt": s.prompt, "why": verdict.reason})
-        return score
+        return self._judged("text_to_image", images, [s.prompt for s in samples],
+                            [{"prompt": s.prompt} for s in samples], partial=True)
 
     def caption(self, n: int, split: str) -> TaskScore:
         from unix_core.world import caption_match, caption_samples
@@ -156,7 +151,7 @@ class Evaluator:
                            inputs=[s.question for s in samples])
 
     def edit(self, n: int, split: str) -> TaskScore:
-        from unix_core.world import edit_samples, judge
+        from unix_core.world import edit_samples
 
         samples = list(edit_samples(n, seed=self.seed, split=split))
         sources = self._codes([s.source for s in samples])
@@ -164,13 +159,8 @@ class Evaluator:
         sampling = self.image_sampling["edit"]
         uncond = [self._render(SHAPES.edit_unconditional, {}, [c]) for c in sources] if sampling.uses_guidance else None
         images = self._images(prompts, uncond, sampling)
-        score = TaskScore("edit", 0, len(samples))
-        for s, image in zip(samples, images):
-            verdict = judge(image, s.target.caption())
-            score.correct += verdict.ok
-            if not verdict.ok and len(score.failures) < 5:
-                score.failures.append({"instruction": s.instruction, "why": verdict.reason})
-        return score
+        return self._judged("edit", images, [s.target.caption() for s in samples],
+                            [{"instruction": s.instruction} for s in samples])
 
     def fewshot(self, n: int, split: str) -> TaskScore:
         from unix_core.world import fewshot_episodes, fewshot_match
@@ -186,6 +176,19 @@ class Evaluator:
         got = self._text(prompts, 12)
         return self._score("fewshot", [ep.answer for ep in episodes], got, fewshot_match,
                            inputs=[ep.wording for ep in episodes])
+
+    @staticmethod
+    def _judged(task, images, captions, inputs: list[dict], *, partial: bool = False) -> TaskScore:
+        """Images the pixel judge accepts for their captions; up to 5 failures (the input and why)."""
+        from unix_core.world import judge
+
+        score = TaskScore(task, 0, len(captions))
+        for image, caption, given in zip(images, captions, inputs):
+            verdict = judge(image, caption, partial=partial)
+            score.correct += verdict.ok
+            if not verdict.ok and len(score.failures) < 5:
+                score.failures.append({**given, "why": verdict.reason})
+        return score
 
     @staticmethod
     def _score(task, expected, got, match, inputs=None) -> TaskScore:
