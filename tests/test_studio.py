@@ -24,7 +24,7 @@ from studio.routing_view import COLORS, build_view
 from studio.tabs import few_shot, routing
 from studio.tabs.model import model_info, model_markdown
 from studio.text_tab import stream_answer
-from tests.e2e.studio_server import studio_checkpoint
+from tests.e2e.studio_server import paced, studio_checkpoint
 from unix_core import UniXPipeline
 from unix_core.world import answer_question, apply_edit, parse_caption, scene_split
 
@@ -56,11 +56,6 @@ def codes(pipe) -> int:
 def layer_kinds(pipe) -> list[str]:
     cfg = pipe.model.config
     return ["split" if cfg.is_split_depth(d) else "shared" for d in range(cfg.num_hidden_layers)]
-
-
-def forward_counter(pipe):
-    calls = []
-    return calls, pipe.model.model.register_forward_hook(lambda *a: calls.append(1))
 
 
 # --- the app ----------------------------------------------------------------------------------------
@@ -123,8 +118,8 @@ def test_stop_signal_ends_an_image_run_within_one_step(ctx, pipe):
             steps["n"] = event.step
             yield event
 
-    calls, hook = forward_counter(pipe)
-    try:
+    calls = []
+    with paced(pipe, 0.0, calls=calls):  # counts forward passes, adds no delay
         outputs = list(
             stream_run(
                 ctx,
@@ -137,8 +132,6 @@ def test_stop_signal_ends_an_image_run_within_one_step(ctx, pipe):
                 stopped=lambda: steps["n"] >= 40,
             )
         )
-    finally:
-        hook.remove()
     assert outputs[-1][1].startswith(f"Stopped at code 40/{codes(pipe)}")
     assert len(calls) <= 41, f"{len(calls)} forward passes for 40 codes: the stream was not closed at once"
 

@@ -21,12 +21,14 @@ def studio_checkpoint(tmp_root: Path, fixtures_dir: Path) -> str | None:
 @contextmanager
 def paced(pipe, seconds_per_forward: float = 0.02, calls: list | None = None):
     """Within the block every forward pass of `pipe`'s model takes at least `seconds_per_forward` longer
-    (and is recorded in `calls` when given), so that a run lasts long enough to be watched or stopped."""
+    (and is recorded in `calls` when given), so that a run lasts long enough to be watched or stopped.
+    With 0 seconds it only counts forward passes."""
 
     def hook(*_):
         if calls is not None:
             calls.append(1)
-        time.sleep(seconds_per_forward)
+        if seconds_per_forward:
+            time.sleep(seconds_per_forward)
 
     handle = pipe.model.model.register_forward_hook(hook)
     try:
