@@ -24,7 +24,7 @@ from studio.routing_view import COLORS, build_view
 from studio.tabs import few_shot, routing
 from studio.tabs.model import model_info, model_markdown
 from studio.text_tab import stream_answer
-from tests.e2e.studio_server import paced, studio_checkpoint
+from tests.e2e.studio_server import paced
 from unix_core import UniXPipeline
 from unix_core.world import answer_question, apply_edit, parse_caption, scene_split
 
@@ -35,8 +35,8 @@ SETTINGS = ImageSettings(cfg_scale=3.0, temperature=1.0, top_k=0, top_p=1.0, num
 
 
 @pytest.fixture(scope="module")
-def pipe(tmp_path_factory, fixtures_dir):
-    return UniXPipeline.from_pretrained(studio_checkpoint(tmp_path_factory.mktemp("studio"), fixtures_dir))
+def pipe():
+    return UniXPipeline.from_pretrained()  # the embedded default model
 
 
 @pytest.fixture(scope="module")

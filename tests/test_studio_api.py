@@ -21,7 +21,7 @@ from gradio_client.exceptions import AppError  # noqa: E402
 from studio.app import build_app  # noqa: E402
 from studio.examples import picture  # noqa: E402
 from studio.run_card import PNG_KEY  # noqa: E402
-from tests.e2e.studio_server import launched, paced, studio_checkpoint  # noqa: E402
+from tests.e2e.studio_server import launched, paced  # noqa: E402
 from unix_core import UniXPipeline  # noqa: E402
 
 PROMPT = "a large red circle at the center on a white background"
@@ -31,8 +31,8 @@ MODE_GENERATE = "Prompt + image codes (a finished Text → Image sequence)"
 
 
 @pytest.fixture(scope="module")
-def pipe(tmp_path_factory, fixtures_dir):
-    return UniXPipeline.from_pretrained(studio_checkpoint(tmp_path_factory.mktemp("studio-api"), fixtures_dir))
+def pipe():
+    return UniXPipeline.from_pretrained()  # the embedded default model
 
 
 @pytest.fixture(scope="module")

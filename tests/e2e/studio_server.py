@@ -1,4 +1,4 @@
-"""Shared by the studio tests: which checkpoint they run on, a locally launched studio, and pacing.
+"""Shared by the studio tests: a locally launched studio, and pacing.
 
 The studio tests run on the embedded default model (`assets/unix-shapes`). It makes a 64-code image in well
 under a second, so tests that must see several previews or stop a run mid-way slow each forward pass with
@@ -10,12 +10,6 @@ from __future__ import annotations
 import socket
 import time
 from contextlib import contextmanager
-from pathlib import Path
-
-
-def studio_checkpoint(tmp_root: Path, fixtures_dir: Path) -> str | None:
-    """The model the studio tests run on (None = the embedded default in assets/unix-shapes)."""
-    return None
 
 
 @contextmanager

@@ -25,7 +25,7 @@ from playwright.sync_api import sync_playwright  # noqa: E402
 from studio.app import build_app  # noqa: E402
 from studio.examples import picture  # noqa: E402
 from tests.e2e import browser as b  # noqa: E402
-from tests.e2e.studio_server import launched, paced, studio_checkpoint  # noqa: E402
+from tests.e2e.studio_server import launched, paced  # noqa: E402
 from unix_core import UniXPipeline  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -34,8 +34,8 @@ PROMPT = "a large red circle at the center on a white background"
 
 
 @pytest.fixture(scope="module")
-def pipe(tmp_path_factory, fixtures_dir):
-    return UniXPipeline.from_pretrained(studio_checkpoint(tmp_path_factory.mktemp("studio-e2e"), fixtures_dir))
+def pipe():
+    return UniXPipeline.from_pretrained()  # the embedded default model
 
 
 @pytest.fixture(scope="module")
