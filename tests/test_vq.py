@@ -61,7 +61,17 @@ def test_golden_parity(tokenizer, golden, golden_dir, name):
     torch.testing.assert_close(decoded, golden[f"{name}.decoded"], atol=1e-4, rtol=0)
     image = tokenizer.decode(codes)
     assert image.mode == "RGB" and image.size == (64, 64)
-    assert np.array_equal(np.asarray(image), np.asarray(Image.open(golden_dir / f"{name}.decoded.png")))
+    assert_truncated_like(image, golden[f"{name}.decoded"][0], Image.open(golden_dir / f"{name}.decoded.png"))
+
+
+def assert_truncated_like(image, golden_pixels, golden_image):
+    """The 8-bit image equals the official one, except by one level where the official float value sits on an
+    integer (truncation there flips with float rounding, which differs between CPUs and thread counts)."""
+    got, expected = np.asarray(image).astype(int), np.asarray(golden_image).astype(int)
+    scaled = ((golden_pixels.clamp(-1, 1) + 1) / 2 * 255).permute(1, 2, 0).double().numpy()
+    on_boundary = np.abs(scaled - np.rint(scaled)) < 1e-3
+    differ = got != expected
+    assert np.abs(got - expected).max() <= 1 and on_boundary[differ].all(), np.argwhere(differ & ~on_boundary)[:5]
 
 
 def test_golden_whitening_is_exact(golden, golden_dir):
@@ -273,3 +283,4 @@ def test_decode_batch_rejects_mixed_shapes(tokenizer):
         tokenizer.decode_batch([torch.zeros(4, 4, dtype=torch.long), torch.zeros(2, 2, dtype=torch.long)])
     with pytest.raises(ValueError, match=r"3-D \(B, h, w\)"):
         tokenizer.decode_batch(torch.zeros(4, 4, dtype=torch.long))
+
