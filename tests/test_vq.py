@@ -1,5 +1,6 @@
 """VQGAN tokenizer: parity with the official golden vectors, checkpoint layouts, strict loading, decoding."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -284,3 +285,32 @@ def test_decode_batch_rejects_mixed_shapes(tokenizer):
     with pytest.raises(ValueError, match=r"3-D \(B, h, w\)"):
         tokenizer.decode_batch(torch.zeros(4, 4, dtype=torch.long))
 
+
+def test_patchwise_encoder_codes_depend_only_on_their_own_patch(tmp_path):
+    config = VQConfig(embed_dim=8, n_embed=64, ch=64, ch_mult=(1, 1, 2), num_res_blocks=1, z_channels=8,
+                      resolution=16, attn_type="none", patchwise_encoder=True)
+    tokenizer = VQImageTokenizer.from_config(config, seed=0)
+    rng = np.random.default_rng(0)
+    pixels = torch.from_numpy(rng.uniform(-1, 1, (2, 3, 16, 16))).float()
+    latents = tokenizer.model.encode_latent(pixels)
+    assert latents.shape == (2, 8, 4, 4)
+    # each 4x4 patch encoded on its own gives the same latent as inside the whole image
+    patch = tokenizer.model.encode_latent(pixels[1:, :, 4:8, 8:12])
+    torch.testing.assert_close(patch[0, :, 0, 0], latents[1, :, 1, 2], atol=1e-5, rtol=0)
+    changed = pixels.clone()
+    changed[:, :, 8:, :] = -changed[:, :, 8:, :]  # the bottom half only
+    after = tokenizer.model.encode_latent(changed)
+    torch.testing.assert_close(after[:, :, :2], latents[:, :, :2], atol=1e-5, rtol=0)
+    assert not torch.allclose(after[:, :, 2:], latents[:, :, 2:])
+    # the whole-image encoder of the same weights does mix patches (what the option is for)
+    whole = VQImageTokenizer.from_config(dataclasses.replace(config, patchwise_encoder=False), seed=0)
+    whole.model.load_state_dict(tokenizer.model.state_dict())
+    assert not torch.allclose(whole.model.encode_latent(changed)[:, :, :2], whole.model.encode_latent(pixels)[:, :, :2])
+    # the flag survives both serialised forms
+    _taming_folder(tmp_path / "t", config, tokenizer.model.state_dict())
+    assert VQImageTokenizer.from_pretrained(tmp_path / "t").config.patchwise_encoder is True
+    tokenizer.save_pretrained(tmp_path / "n")
+    reloaded = VQImageTokenizer.from_pretrained(tmp_path / "n")
+    assert reloaded.config == config and torch.equal(reloaded.encode_pixels(pixels), tokenizer.encode_pixels(pixels))
+    with pytest.raises(ValueError, match="patchwise_encoder must be a bool"):
+        dataclasses.replace(config, patchwise_encoder="yes")

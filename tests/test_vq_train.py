@@ -89,3 +89,24 @@ def test_training_inputs():
     for bad in (dict(steps=0), dict(batch_size=-1), dict(lr=0.0), dict(recon="l3")):
         with pytest.raises(ValueError):
             train_vq(uint8, CONFIG, **bad)
+
+
+def test_foreground_weight_and_cosine_schedule():
+    from unix_core.vq.train import reconstruction_loss
+
+    target = torch.zeros(1, 3, 4, 4)
+    target[:, :, 1, 1] = 1.0  # one "object" pixel on a flat background
+    reconstruction = target.clone()
+    reconstruction[:, :, 1, 1] = 0.0  # the object is lost: error 1 on 1 of 16 pixels
+    assert float(reconstruction_loss(reconstruction, target, "l2")) == pytest.approx(1 / 16)
+    assert float(reconstruction_loss(reconstruction, target, "l2", foreground_weight=5.0)) == pytest.approx(5 / 20)
+    reconstruction = target.clone()
+    reconstruction[:, :, 0, 0] = 1.0  # a background pixel wrong: weight 1 of 20
+    assert float(reconstruction_loss(reconstruction, target, "l1", foreground_weight=5.0)) == pytest.approx(1 / 20)
+    with pytest.raises(ValueError, match="foreground_weight"):
+        train_vq(squares_dataset(8), CONFIG, steps=1, foreground_weight=0)
+    _, flat = train_vq(squares_dataset(16), CONFIG, steps=4, batch_size=4, seed=0, log_every=2)
+    _, annealed = train_vq(squares_dataset(16), CONFIG, steps=4, batch_size=4, seed=0, log_every=2, cosine_lr=True)
+    assert flat.log[0].loss == annealed.log[0].loss != annealed.log[1].loss
+    assert flat.log[1].loss != annealed.log[1].loss
+

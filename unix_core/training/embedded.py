@@ -41,9 +41,12 @@ CHECKPOINT_LIMIT_BYTES = 40 * 10**6
 
 # 8x8 = 64 codes per image. The tokenizer works at 32 px (f = 4): at 64 px (f = 8) a taming VQGAN with
 # 64 full-resolution channels costs 4x more per step and did not learn in a CPU budget (issue-5 report).
+# The encoder sees one 4x4 patch at a time, so a code depends only on its own pixels: with a whole-image
+# encoder a flat background patch got one of 55-96 codes depending on its surroundings (4-5 bits the LM
+# could never predict, and no text-to-image sample was ever accepted); patchwise it gets ~1.
 DEFAULT_VQ = VQConfig(
     embed_dim=32, n_embed=512, ch=64, ch_mult=(1, 1, 2), num_res_blocks=1, z_channels=64,
-    resolution=32, attn_type="none",
+    resolution=32, attn_type="none", patchwise_encoder=True,
 )
 
 
@@ -80,6 +83,8 @@ class EmbeddedPlan:
     vq_batch_size: int = 8
     vq_lr: float = 2e-4
     vq_recon: str = "l2"
+    vq_foreground_weight: float = 24.0
+    vq_cosine_lr: bool = True
     vq_dense_share: float = 0.7
     vq_eval_images: int = 200
     lm: LMShape = LMShape()
@@ -211,7 +216,8 @@ def stage_vq(plan: EmbeddedPlan, work: Path, device: torch.device | str = "cpu")
         images = vq_training_images(plan.vq_images, plan.seed, plan.vq_dense_share)
         vq, stats = train_vq(
             images, plan.vq, steps=plan.vq_steps, batch_size=plan.vq_batch_size, lr=plan.vq_lr,
-            recon=plan.vq_recon, seed=plan.seed, log_every=25, device=device,
+            recon=plan.vq_recon, foreground_weight=plan.vq_foreground_weight, cosine_lr=plan.vq_cosine_lr,
+            seed=plan.seed, log_every=25, device=device,
         )
         vq.model.to("cpu")
         train_s = time.perf_counter() - started
@@ -353,7 +359,7 @@ def _read_json(path: Path):
 # --------------------------------------------------------------------------------------------------
 # Throughput measured on the shared 2-core CPU, one thread, other jobs running (issue-5 report). Used only to
 # turn a minute budget into fixed step counts; the counts, not the clock, end each stage.
-VQ_STEPS_PER_MINUTE = 100  # DEFAULT_VQ, batch 8 (0.5-0.6 s/step)
+VQ_STEPS_PER_MINUTE = 160  # DEFAULT_VQ (patchwise encoder), batch 8: 0.33-0.35 s/step beside another job
 STAGE2_TOKENS_PER_SECOND = 3800  # width 128, 6 layers, 2:2 (width 192: 2,600; width 256: 1,450)
 STAGE1_TOKENS_PER_SECOND = 4000
 ENCODED_IMAGES_PER_MINUTE = 8000  # render + encode_batch + sequence building
@@ -398,9 +404,10 @@ def plan_for_budget(
 
 _STAGE_INPUTS = {
     "tokenizer": ("seed", "tokenizer_lines"),
-    "vq": ("seed", "vq", "vq_images", "vq_steps", "vq_batch_size", "vq_lr", "vq_recon", "vq_dense_share"),
+    "vq": ("seed", "vq", "vq_images", "vq_steps", "vq_batch_size", "vq_lr", "vq_recon", "vq_foreground_weight",
+           "vq_cosine_lr", "vq_dense_share"),
     "data": ("seed", "tokenizer_lines", "vq", "vq_images", "vq_steps", "vq_batch_size", "vq_lr", "vq_recon",
-             "vq_dense_share",
+             "vq_foreground_weight", "vq_cosine_lr", "vq_dense_share",
              "mix", "eval_mix", "stage1_lines"),
     "stage1": ("seed", "tokenizer_lines", "stage1_lines", "stage1", "lm_without_split"),
 }

@@ -63,6 +63,10 @@ class VQConfig:
     resamp_with_conv: bool = True
     attn_type: str = "vanilla"
     tanh_out: bool = False
+    # Not a taming field: encode every f x f patch on its own (zero-padded, GroupNorm statistics per patch),
+    # so that a code depends only on the pixels it covers. Our embedded model uses it: flat colour always
+    # gets the same code, which an LM can predict. Taming ignores the key and would encode with context.
+    patchwise_encoder: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ch_mult", _int_tuple("ch_mult", self.ch_mult))
@@ -85,7 +89,7 @@ class VQConfig:
             raise ValueError(f"VQConfig.dropout must be in [0, 1), got {self.dropout!r}")
         if self.attn_type not in ATTN_TYPES:
             raise ValueError(f"VQConfig.attn_type must be one of {ATTN_TYPES}, got {self.attn_type!r}")
-        for name in ("resamp_with_conv", "tanh_out"):
+        for name in ("resamp_with_conv", "tanh_out", "patchwise_encoder"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"VQConfig.{name} must be a bool, got {getattr(self, name)!r}")
 
@@ -137,6 +141,8 @@ class VQConfig:
             ddconfig["attn_type"] = self.attn_type
         if self.tanh_out:
             ddconfig["tanh_out"] = True
+        if self.patchwise_encoder:
+            ddconfig["patchwise_encoder"] = True
         return {"embed_dim": self.embed_dim, "n_embed": self.n_embed, "ddconfig": ddconfig}
 
     @classmethod
@@ -171,7 +177,7 @@ class VQConfig:
         missing = [k for k in required_dd if k not in dd]
         if missing:
             raise ValueError(f"vqgan.yaml ddconfig lacks {missing}")
-        optional_dd = {"dropout", "resamp_with_conv", "attn_type", "tanh_out"}
+        optional_dd = {"dropout", "resamp_with_conv", "attn_type", "tanh_out", "patchwise_encoder"}
         unknown = sorted(set(dd) - set(required_dd) - optional_dd - set(_DDCONFIG_DEFAULT_ONLY))
         if unknown:
             logger.warning("ignoring unknown vqgan.yaml ddconfig fields %s", unknown)

@@ -31,7 +31,16 @@ class VQModel(nn.Module):
 
     def encode_latent(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, in_channels, S, S) -> (B, embed_dim, S/f, S/f) pre-quantisation latents."""
-        return self.quant_conv(self.encoder(pixels))
+        if not self.config.patchwise_encoder:
+            return self.quant_conv(self.encoder(pixels))
+        # Each f x f patch is a batch item of its own: (B, C, h*f, w*f) -> (B*h*w, C, f, f) -> latents.
+        f = self.config.downsample_factor
+        batch, channels, height, width = pixels.shape
+        h, w = height // f, width // f
+        patches = pixels[:, :, : h * f, : w * f].reshape(batch, channels, h, f, w, f)
+        patches = patches.permute(0, 2, 4, 1, 3, 5).reshape(batch * h * w, channels, f, f)
+        latents = self.quant_conv(self.encoder(patches))  # (B*h*w, embed_dim, 1, 1)
+        return latents.reshape(batch, h, w, -1).permute(0, 3, 1, 2).contiguous()
 
     def encode_codes(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, in_channels, S, S) -> (B, S/f, S/f) int64 codes."""
