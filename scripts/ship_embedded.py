@@ -99,6 +99,24 @@ def stage_times(summary: dict) -> str:
     return "\n".join(rows)
 
 
+def vq_encoder_sentence(plan: dict) -> str:
+    vq = plan["vq"]
+    if vq.get("patchwise_encoder"):
+        return ("its encoder reads every patch on its own (`patchwise_encoder`), so a code depends only on the "
+                "pixels it covers; trained with object pixels weighted "
+                f"{plan.get('vq_foreground_weight', 1):g}x in the L2 loss.")
+    return "a whole-image taming encoder."
+
+
+def flat_sentence(vq_report: dict) -> str:
+    flat = vq_report.get("flat_patch_codes")
+    if not flat:
+        return ""
+    codes = [v["codes"] for v in flat["per_colour"].values()]
+    return (f"Flat background patches: {flat['mean_entropy_bits']:.2f} bits of code entropy per patch, "
+            f"{min(codes)}–{max(codes)} distinct codes per background colour ({flat['scenes']} training scenes).")
+
+
 def bench_table(bench: dict) -> str:
     rows = ["| Call | Median | Target |", "|---|---|---|"]
     for name, seconds in bench["median_s"].items():
@@ -139,9 +157,10 @@ Both models share the tokenizers, data, stage-1 text model and stage-2 budget ({
 they differ only in the split. Evaluate with
 `python scripts/evaluate_embedded.py assets/unix-shapes --n 100`.
 
-Image tokenizer: the judge accepts {vq_report.get('accepted')}/{vq_report.get('images')}
-= {vq_report.get('acceptance', 0):.0%} of held-out reconstructions (bar ≥ 99%); failures by object position:
+Image tokenizer: {vq_encoder_sentence(plan)} The judge accepts {vq_report.get('accepted')}/{vq_report.get('images')}
+= {vq_report.get('acceptance', 0):.1%} of held-out reconstructions (bar ≥ 99%); failures by object position:
 `{json.dumps(vq_report.get('failures'))}`. Text-to-image and edit scores are capped by this.
+{flat_sentence(vq_report)}
 
 A few failures of the Uni-X model:
 
