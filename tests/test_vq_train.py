@@ -109,4 +109,3 @@ def test_foreground_weight_and_cosine_schedule():
     _, annealed = train_vq(squares_dataset(16), CONFIG, steps=4, batch_size=4, seed=0, log_every=2, cosine_lr=True)
     assert flat.log[0].loss == annealed.log[0].loss != annealed.log[1].loss
     assert flat.log[1].loss != annealed.log[1].loss
-

@@ -43,7 +43,8 @@ CHECKPOINT_LIMIT_BYTES = 40 * 10**6
 # 64 full-resolution channels costs 4x more per step and did not learn in a CPU budget (issue-5 report).
 # The encoder sees one 4x4 patch at a time, so a code depends only on its own pixels: with a whole-image
 # encoder a flat background patch got one of 55-96 codes depending on its surroundings (4-5 bits the LM
-# could never predict, and no text-to-image sample was ever accepted); patchwise it gets ~1.
+# could never predict, and no text-to-image sample was ever accepted); patchwise it is 0.13 bits (1-7 codes
+# per colour: only patches that the 64 -> 32 px resize blends with a neighbouring object differ).
 DEFAULT_VQ = VQConfig(
     embed_dim=32, n_embed=512, ch=64, ch_mult=(1, 1, 2), num_res_blocks=1, z_channels=64,
     resolution=32, attn_type="none", patchwise_encoder=True,
@@ -359,7 +360,7 @@ def _read_json(path: Path):
 # --------------------------------------------------------------------------------------------------
 # Throughput measured on the shared 2-core CPU, one thread, other jobs running (issue-5 report). Used only to
 # turn a minute budget into fixed step counts; the counts, not the clock, end each stage.
-VQ_STEPS_PER_MINUTE = 160  # DEFAULT_VQ (patchwise encoder), batch 8: 0.33-0.35 s/step beside another job
+VQ_STEPS_PER_MINUTE = 160  # DEFAULT_VQ (patchwise encoder), batch 8: 0.33 s/step beside another job (2026-11-30)
 STAGE2_TOKENS_PER_SECOND = 3800  # width 128, 6 layers, 2:2 (width 192: 2,600; width 256: 1,450)
 STAGE1_TOKENS_PER_SECOND = 4000
 ENCODED_IMAGES_PER_MINUTE = 8000  # render + encode_batch + sequence building
