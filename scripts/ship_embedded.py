@@ -99,6 +99,15 @@ def stage_times(summary: dict) -> str:
     return "\n".join(rows)
 
 
+def steps_flag(plan: dict, budget: float) -> str:
+    """`` --stage2-steps N`` when the run overrode the budget's stage-2 step count, else nothing."""
+    from unix_core.training.embedded import plan_for_budget
+
+    planned = plan_for_budget(budget, seed=plan["seed"]).stage2.steps
+    steps = plan["stage2"]["steps"]
+    return "" if steps == planned else f" --stage2-steps {steps}"
+
+
 def vq_encoder_sentence(plan: dict) -> str:
     vq = plan["vq"]
     if vq.get("patchwise_encoder"):
@@ -177,8 +186,8 @@ Baseline (0:0, same width and depth): {base_info['parameters']['total']:,} param
 Command (fresh clone, CPU):
 
 ```bash
-python scripts/train_embedded.py --out runs/embedded --budget-minutes {budget:g} --evaluate 100
-python scripts/train_embedded.py --out runs/embedded-0x0 --budget-minutes {budget:g} --split 0:0 --reuse-from runs/embedded
+python scripts/train_embedded.py --out runs/embedded --budget-minutes {budget:g}{steps_flag(plan, budget)} --evaluate 100
+python scripts/train_embedded.py --out runs/embedded-0x0 --budget-minutes {budget:g}{steps_flag(plan, budget)} --split 0:0 --reuse-from runs/embedded
 ```
 
 LM: width {lm['hidden_size']}, {lm['num_layers']} layers, {lm['num_heads']} heads ({lm['num_kv_heads']} KV),
