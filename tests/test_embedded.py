@@ -46,12 +46,12 @@ def scenes():
 
 
 def test_answers_background_and_count_questions_on_held_out_scenes(pipe, scenes):
-    # Measured when shipped: 12/12 and 10/12; a model that guesses gets about 1.5 and 4.
+    # Measured when shipped: 12/12 and 12/12; a model that guesses gets about 1.5 and 4.
     right = sum(pipe.answer(render(s), "what is the background color?") == s.background for s in scenes)
     assert right >= 10, f"{right}/12 background colours right"
     words = {1: "one", 2: "two", 3: "three"}
     counted = sum(pipe.answer(render(s), "how many shapes are there?") == words[len(s.objects)] for s in scenes)
-    assert counted >= 8, f"{counted}/12 counts right"
+    assert counted >= 9, f"{counted}/12 counts right"
 
 
 def test_captions_follow_the_grammar_and_name_the_background(pipe):
@@ -111,6 +111,6 @@ def test_generation_probe_script():
     result = module.probe(folder, 4, "heldout")
     assert result["first_code"]["total"] == 4
     assert result["background_codes"]["total"] + result["object_codes"]["total"] == 4 * 63
-    # measured on 40 prompts: background 99%, objects 31%, first code 10%
+    # measured on 40 prompts: background 99%, objects 42%, first code 20%
     assert result["background_codes"]["accuracy"] > 0.9
     assert result["oracle_first_code_greedy_accepted"]["total"] == 4
