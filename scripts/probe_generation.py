@@ -50,9 +50,9 @@ def probe(folder: Path, n: int, split: str, seed: int = 0) -> dict:
         predicted = logits[start - 1 :].argmax(-1).cpu() - first_id
         right = predicted == flat
         background = flat == plain[sample.scene.background]
-        for key, mask in (("first_code", torch.arange(flat.numel()) == 0),
-                          ("background_codes", background & (torch.arange(flat.numel()) > 0)),
-                          ("object_codes", ~background & (torch.arange(flat.numel()) > 0))):
+        later = torch.arange(flat.numel()) > 0
+        for key, mask in (("first_code", ~later), ("background_codes", background & later),
+                          ("object_codes", ~background & later)):
             hits[key][0] += int(right[mask].sum())
             hits[key][1] += int(mask.sum())
         prompt = sequence.input_ids[:start] + [int(flat[0]) + first_id]
