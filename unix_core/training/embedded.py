@@ -403,13 +403,14 @@ def plan_for_budget(
     )
 
 
+_TOKENIZER_INPUTS = ("seed", "tokenizer_lines")
+_VQ_INPUTS = ("seed", "vq", "vq_images", "vq_steps", "vq_batch_size", "vq_lr", "vq_recon", "vq_foreground_weight",
+              "vq_cosine_lr", "vq_dense_share")
 _STAGE_INPUTS = {
-    "tokenizer": ("seed", "tokenizer_lines"),
-    "vq": ("seed", "vq", "vq_images", "vq_steps", "vq_batch_size", "vq_lr", "vq_recon", "vq_foreground_weight",
-           "vq_cosine_lr", "vq_dense_share"),
-    "data": ("seed", "tokenizer_lines", "vq", "vq_images", "vq_steps", "vq_batch_size", "vq_lr", "vq_recon",
-             "vq_foreground_weight", "vq_cosine_lr", "vq_dense_share",
-             "mix", "eval_mix", "stage1_lines"),
+    "tokenizer": _TOKENIZER_INPUTS,
+    "vq": _VQ_INPUTS,
+    # the task data is tokenized with both tokenizers, so it depends on everything they depend on
+    "data": (*_TOKENIZER_INPUTS, *_VQ_INPUTS, "mix", "eval_mix", "stage1_lines"),
     "stage1": ("seed", "tokenizer_lines", "stage1_lines", "stage1", "lm_without_split"),
 }
 
