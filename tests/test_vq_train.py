@@ -109,3 +109,48 @@ def test_foreground_weight_and_cosine_schedule():
     _, annealed = train_vq(squares_dataset(16), CONFIG, steps=4, batch_size=4, seed=0, log_every=2, cosine_lr=True)
     assert flat.log[0].loss == annealed.log[0].loss != annealed.log[1].loss
     assert flat.log[1].loss != annealed.log[1].loss
+
+
+class _IdentityEncoder(torch.nn.Module):
+    """Stand-in model for `kmeans_codebook`: the 'latent' of a (B, 2, 1, 1) batch is the batch itself."""
+
+    config = VQConfig(embed_dim=2, n_embed=4, ch=32, ch_mult=(2,), num_res_blocks=1, z_channels=2, resolution=1,
+                      attn_type="none")
+
+    def encode_latent(self, pixels):
+        return pixels
+
+
+def test_kmeans_codebook_gives_each_distinct_latent_a_code_and_separates_clusters():
+    from unix_core.vq.train import kmeans_codebook
+
+    model, generator = _IdentityEncoder(), torch.Generator().manual_seed(0)
+    # 3 distinct latents, one repeated 100 times: each gets a code (repeats do not claim extra centres)
+    few = torch.tensor([[0.0, 0.0]] * 100 + [[5.0, 0.0], [0.0, 5.0]]).view(-1, 2, 1, 1)
+    centres = kmeans_codebook(model, few, 4, generator, "cpu")
+    assert centres.shape == (4, 2)
+    for point in ([0.0, 0.0], [5.0, 0.0], [0.0, 5.0]):
+        assert (centres - torch.tensor(point)).norm(dim=1).min() < 1e-6
+    # 4 tight clusters of 50 distinct points, 4 codes: one centre per cluster, at its mean
+    means = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    points = (means.repeat_interleave(50, 0) + 0.1 * torch.randn(200, 2, generator=generator)).view(-1, 2, 1, 1)
+    centres = kmeans_codebook(model, points, 4, generator, "cpu")
+    order = torch.cdist(means, centres).argmin(1)
+    assert sorted(order.tolist()) == [0, 1, 2, 3]
+    assert torch.allclose(centres[order], points.view(4, 50, 2).mean(1), atol=1e-3)  # latents rounded to 1e-3
+
+
+def test_autoencoder_warmup_then_kmeans_codes():
+    data = squares_dataset()
+    with pytest.raises(ValueError, match="autoencoder_steps"):
+        train_vq(data, CONFIG, steps=10, autoencoder_steps=10)
+    tokenizer, stats = train_vq(data, CONFIG, steps=60, batch_size=8, lr=1e-3, seed=0, log_every=10,
+                                recon="l2", autoencoder_steps=30)
+    warm, quantised = stats.log[:3], stats.log[3:]
+    # no quantiser (no codebook terms, no codes counted) while warming up; no restarts afterwards
+    assert all(e.codebook_loss == 0 and e.used_fraction == 0 for e in warm)
+    assert all(e.codebook_loss > 0 and e.used_fraction > 0 for e in quantised)
+    assert stats.total_restarted_codes == 0
+    # the k-means codebook spreads the images' patches over the codes from the first quantised step
+    assert quantised[0].perplexity > 8 and quantised[-1].recon_loss < warm[0].recon_loss
+    assert tokenizer.encode_pixels(data[:8]).unique().numel() > 4

@@ -95,6 +95,7 @@ def train_vq(
     restart_every: int = 20,
     foreground_weight: float = 1.0,
     cosine_lr: bool = False,
+    autoencoder_steps: int = 0,
     device: torch.device | str = "cpu",
 ) -> tuple[VQImageTokenizer, VQTrainStats]:
     """Train a fresh tokenizer of `config` on `images`; returns it (eval mode, float32) and statistics.
@@ -107,11 +108,20 @@ def train_vq(
     pixel (for flat-background images: the objects), relative to 1 for the rest. Small objects are a few
     percent of the pixels; a uniform loss spends the codebook on background and blurs their shapes.
     `cosine_lr`: anneal the learning rate to a tenth of `lr` over the steps (torch's `CosineAnnealingLR`).
+    `autoencoder_steps`: the first this many of `steps` train encoder and decoder without the quantiser;
+    then the codebook is set by k-means over the encoder's latents of every training image
+    (`kmeans_codebook`), and dead-code restarts are off for the rest (a code whose content is rare would be
+    "dead" in a window and lose it). With few distinct patches (shapes-world cells) the quantiser otherwise
+    collapses them onto a few codes: a 3x3-cell shapes tokenizer at 24 px had 0/200 reconstructions accepted by
+    the judge after 1,500 steps with restarts, 53/200 after 1,200 steps with a 600-step warm-up.
     """
     for name, value in (("steps", steps), ("batch_size", batch_size), ("log_every", log_every),
                         ("restart_every", restart_every)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if isinstance(autoencoder_steps, bool) or not isinstance(autoencoder_steps, int) \
+            or not 0 <= autoencoder_steps < steps:
+        raise ValueError(f"autoencoder_steps must be an integer in [0, steps), got {autoencoder_steps!r}")
     if not foreground_weight > 0:
         raise ValueError(f"foreground_weight must be > 0, got {foreground_weight!r}")
     if not lr > 0 or not beta >= 0:
@@ -134,23 +144,37 @@ def train_vq(
     window_steps, window_restarts = 0, 0
     for step in range(1, steps + 1):
         batch = data[torch.randint(data.shape[0], (batch_size,), generator=generator)].to(device)
-        quantized = model.quantize(model.encode_latent(batch))
-        reconstruction = model.decode_latent(quantized.quantized)
-        recon_loss = reconstruction_loss(reconstruction, batch, recon, foreground_weight)
-        loss = recon_loss + quantized.codebook_loss + beta * quantized.commitment_loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if schedule is not None:
-            schedule.step()
-        usage.add(quantized.codes)
-        parts = (loss, recon_loss, quantized.codebook_loss, quantized.commitment_loss)
-        sums += torch.tensor([float(p.detach()) for p in parts], dtype=torch.float64)
-        window_steps += 1
-        if step == 1 or step % restart_every == 0:
-            window_restarts += restart_dead_codes(codebook, optimizer, usage.restart_window,
-                                                  quantized.flat_latents, generator)
-            usage.restart_window.zero_()
+        if step <= autoencoder_steps:
+            reconstruction = model.decode_latent(model.encode_latent(batch))
+            recon_loss = reconstruction_loss(reconstruction, batch, recon, foreground_weight)
+            optimizer.zero_grad(set_to_none=True)
+            recon_loss.backward()
+            optimizer.step()
+            if schedule is not None:
+                schedule.step()
+            sums[:2] += float(recon_loss.detach())
+            window_steps += 1
+            if step == autoencoder_steps:
+                codebook.data.copy_(kmeans_codebook(model, data, config.n_embed, generator, device))
+                optimizer.state.pop(codebook, None)
+        else:
+            quantized = model.quantize(model.encode_latent(batch))
+            reconstruction = model.decode_latent(quantized.quantized)
+            recon_loss = reconstruction_loss(reconstruction, batch, recon, foreground_weight)
+            loss = recon_loss + quantized.codebook_loss + beta * quantized.commitment_loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if schedule is not None:
+                schedule.step()
+            usage.add(quantized.codes)
+            parts = (loss, recon_loss, quantized.codebook_loss, quantized.commitment_loss)
+            sums += torch.tensor([float(p.detach()) for p in parts], dtype=torch.float64)
+            window_steps += 1
+            if not autoencoder_steps and (step == 1 or step % restart_every == 0):
+                window_restarts += restart_dead_codes(codebook, optimizer, usage.restart_window,
+                                                      quantized.flat_latents, generator)
+                usage.restart_window.zero_()
         if step % log_every == 0 or step == steps:
             perplexity, used = usage.log_summary()
             means = (sums / window_steps).tolist()
@@ -162,6 +186,41 @@ def train_vq(
             sums.zero_()
             window_steps, window_restarts = 0, 0
     return VQImageTokenizer(model.float().eval()), stats
+
+
+@torch.no_grad()
+def kmeans_codebook(
+    model: VQModel, data: torch.Tensor, n_embed: int, generator: torch.Generator, device, iterations: int = 25
+) -> torch.Tensor:
+    """(n_embed, embed_dim) centres of k-means over the encoder latents of every image in `data`.
+
+    Each distinct latent counts once (repeats of a flat background would otherwise take most centres), the
+    start is k-means++ (seeded by `generator`), and a centre left empty takes the latent farthest from its
+    centre. With no more distinct latents than codes, every latent becomes a code of its own.
+    """
+    latents = torch.cat([model.encode_latent(chunk.to(device)).permute(0, 2, 3, 1).reshape(-1, model.config.embed_dim)
+                         for chunk in data.split(256)]).float().cpu()
+    points = torch.unique(latents.round(decimals=3), dim=0)
+    if points.shape[0] <= n_embed:
+        extra = points[torch.randint(points.shape[0], (n_embed - points.shape[0],), generator=generator)]
+        return torch.cat([points, extra])
+    centres = points[torch.randint(points.shape[0], (1,), generator=generator)]
+    nearest = torch.cdist(points, centres).squeeze(1).square()
+    for _ in range(n_embed - 1):
+        pick = torch.multinomial(nearest / nearest.sum(), 1, generator=generator)
+        centres = torch.cat([centres, points[pick]])
+        nearest = torch.minimum(nearest, (points - points[pick]).square().sum(1))
+    for _ in range(iterations):
+        distances = torch.cdist(points, centres)
+        assign = distances.argmin(1)
+        counts = torch.bincount(assign, minlength=n_embed)
+        sums = torch.zeros_like(centres).index_add_(0, assign, points)
+        centres = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], centres)
+        empty = torch.nonzero(counts == 0).flatten()
+        if empty.numel():
+            far = distances.gather(1, assign[:, None]).squeeze(1).topk(empty.numel()).indices
+            centres[empty] = points[far]
+    return centres
 
 
 def reconstruction_loss(
