@@ -111,10 +111,21 @@ def steps_flag(plan: dict, budget: float) -> str:
 def vq_encoder_sentence(plan: dict) -> str:
     vq = plan["vq"]
     if vq.get("patchwise_encoder"):
+        warmup = plan.get("vq_autoencoder_share", 0)
+        warmup = (f" The first {warmup:.0%} of its {plan['vq_steps']} steps train it as a plain autoencoder; then "
+                  "k-means over the encoder's latents sets the codebook (without this the quantiser merged "
+                  "the rare object cells onto a few codes).") if warmup else ""
         return ("its encoder reads every patch on its own (`patchwise_encoder`), so a code depends only on the "
                 "pixels it covers; trained with object pixels weighted "
-                f"{plan.get('vq_foreground_weight', 1):g}x in the L2 loss.")
+                f"{plan.get('vq_foreground_weight', 1):g}x in the L2 loss." + warmup)
     return "a whole-image taming encoder."
+
+
+def vision_init_sentence(plan: dict) -> str:
+    if plan.get("vision_init", "mean") == "palette":
+        return ("; the image codes' embedding rows then start from what each code looks like, its decoded pixels "
+                "through a fixed random orthogonal map (`vision_init: palette`), instead of all at the mean text row")
+    return ""
 
 
 def flat_sentence(vq_report: dict) -> str:
@@ -193,7 +204,7 @@ python scripts/train_embedded.py --out runs/embedded-0x0 --budget-minutes {budge
 LM: width {lm['hidden_size']}, {lm['num_layers']} layers, {lm['num_heads']} heads ({lm['num_kv_heads']} KV),
 MLP {lm['intermediate_size']}, tied embeddings. Stage 1 trains the plain text LM on the world's text; stage 2
 converts it with `convert_qwen_to_unix` (vision twins copied from the text layers, vocabulary extended by the
-codebook) and trains on the mix `{json.dumps({k: v for k, v in plan['mix'].items() if k not in ('seed', 'split')})}`
+codebook{vision_init_sentence(plan)}) and trains on the mix `{json.dumps({k: v for k, v in plan['mix'].items() if k not in ('seed', 'split')})}`
 with the paper's choices: loss only on the answer / image codes, a share of text-to-image pairs reversed into
 captions, 10% unconditional conditions for guidance, text-only data kept.
 Hardware: {cpu_name()}, torch {_torch_version()}, seed {plan['seed']}.

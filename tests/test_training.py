@@ -323,3 +323,49 @@ def test_flat_patch_entropy_is_zero_for_local_codes_and_high_for_a_whole_image_e
     whole = VQImageTokenizer.from_config(dataclasses.replace(shipped.config, patchwise_encoder=False))
     whole.model.load_state_dict(shipped.model.state_dict())
     assert flat_patch_code_entropy(whole, 40, seed=0)["mean_entropy_bits"] > 2
+
+
+def test_image_code_embeddings_start_from_what_the_codes_look_like(builder):
+    from unix_core.convert import convert_qwen_to_unix
+    from unix_core.training.embedded import EmbeddedPlan, LMShape, init_vision_embeddings_from_palette, stage1_model
+    from unix_core.vq import VQConfig, VQImageTokenizer
+    from unix_core.vq.preview import build_code_palette
+
+    plan = EmbeddedPlan(lm=LMShape(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1,
+                                   intermediate_size=64, split=(1, 1)))
+    model = convert_qwen_to_unix(stage1_model(plan, builder.tokenizer), num_vision_encode_layers=1,
+                                 num_vision_decode_layers=1, vision_vocab_size=N_CODES, tokenizer=builder.tokenizer)
+    vq = VQImageTokenizer.from_config(VQConfig(embed_dim=8, n_embed=N_CODES, ch=32, ch_mult=(2, 2), num_res_blocks=1,
+                                               z_channels=8, resolution=16, attn_type="none"), seed=0)
+    codebook = vq.model.quantize.embedding.weight
+    with torch.no_grad():
+        codebook[1] = codebook[0]  # two codes that decode alike
+    first = model.config.real_text_vocab_size
+    weight = model.get_input_embeddings().weight
+    before = weight.detach().clone()
+    assert torch.equal(before[first], before[first + 2])  # the converter's rows: all the mean text row
+    init_vision_embeddings_from_palette(model, vq, seed=0)
+    rows = weight[first : first + N_CODES].detach()
+    assert torch.equal(weight[:first], before[:first])  # text rows untouched
+    assert torch.equal(model.get_output_embeddings().weight[first : first + N_CODES], rows)  # tied
+    assert torch.allclose(rows[0], rows[1]) and not torch.allclose(rows[0], rows[2])
+    centre = before[:first].mean(0)
+    scale = (before[:first] - centre).norm(dim=1).mean()
+    assert torch.allclose((rows - centre).norm(dim=1), scale.expand(N_CODES), rtol=1e-4)
+    # the map is orthogonal: distances between rows follow distances between the codes' pictures
+    pixels = build_code_palette(vq.model).patches.flatten(1).float() / 127.5 - 1
+    pixels = pixels - pixels.mean(0)
+    unit = pixels / pixels.norm(dim=1, keepdim=True)
+    assert torch.allclose(torch.cdist(rows, rows) / scale, torch.cdist(unit, unit), atol=1e-3)
+
+
+def test_to_canvas_upscales_exactly_when_it_can():
+    import numpy as np
+    from PIL import Image
+
+    from unix_core.training.data import to_canvas
+
+    small = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    assert np.array_equal(np.asarray(to_canvas(small)), np.asarray(small).repeat(2, 0).repeat(2, 1))
+    odd = Image.fromarray(np.full((24, 24, 3), 200, dtype=np.uint8))
+    assert to_canvas(odd).size == (64, 64) and (np.asarray(to_canvas(odd)) == 200).all()

@@ -242,14 +242,17 @@ def vq_scene_encoder(vq) -> SceneEncoder:
 
 
 def to_canvas(image):
-    """A decoded image at the world's 64x64 canvas size (nearest-neighbour when the tokenizer's differs)."""
+    """A decoded image at the world's 64x64 canvas size: nearest-neighbour when the tokenizer's size divides
+    it, else bicubic (scenes sent through a 24 px resize come back judge-readable 300/300 bicubic, 293/300
+    nearest)."""
     from PIL import Image
 
     from unix_core.world import CANVAS_SIZE
 
     if image.size == (CANVAS_SIZE, CANVAS_SIZE):
         return image
-    return image.resize((CANVAS_SIZE, CANVAS_SIZE), Image.NEAREST)
+    exact = image.width == image.height and CANVAS_SIZE % image.width == 0
+    return image.resize((CANVAS_SIZE, CANVAS_SIZE), Image.NEAREST if exact else Image.BICUBIC)
 
 
 # --------------------------------------------------------------------------------------------------
