@@ -144,33 +144,30 @@ def train_vq(
     window_steps, window_restarts = 0, 0
     for step in range(1, steps + 1):
         batch = data[torch.randint(data.shape[0], (batch_size,), generator=generator)].to(device)
-        if step <= autoencoder_steps:
+        if step <= autoencoder_steps:  # warm-up: no quantiser
+            quantized = None
             reconstruction = model.decode_latent(model.encode_latent(batch))
-            recon_loss = reconstruction_loss(reconstruction, batch, recon, foreground_weight)
-            optimizer.zero_grad(set_to_none=True)
-            recon_loss.backward()
-            optimizer.step()
-            if schedule is not None:
-                schedule.step()
+        else:
+            quantized = model.quantize(model.encode_latent(batch))
+            reconstruction = model.decode_latent(quantized.quantized)
+        recon_loss = reconstruction_loss(reconstruction, batch, recon, foreground_weight)
+        loss = recon_loss if quantized is None else (
+            recon_loss + quantized.codebook_loss + beta * quantized.commitment_loss)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if schedule is not None:
+            schedule.step()
+        window_steps += 1
+        if quantized is None:
             sums[:2] += float(recon_loss.detach())
-            window_steps += 1
             if step == autoencoder_steps:
                 codebook.data.copy_(kmeans_codebook(model, data, config.n_embed, generator, device))
                 optimizer.state.pop(codebook, None)
         else:
-            quantized = model.quantize(model.encode_latent(batch))
-            reconstruction = model.decode_latent(quantized.quantized)
-            recon_loss = reconstruction_loss(reconstruction, batch, recon, foreground_weight)
-            loss = recon_loss + quantized.codebook_loss + beta * quantized.commitment_loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if schedule is not None:
-                schedule.step()
             usage.add(quantized.codes)
             parts = (loss, recon_loss, quantized.codebook_loss, quantized.commitment_loss)
             sums += torch.tensor([float(p.detach()) for p in parts], dtype=torch.float64)
-            window_steps += 1
             if not autoencoder_steps and (step == 1 or step % restart_every == 0):
                 window_restarts += restart_dead_codes(codebook, optimizer, usage.restart_window,
                                                       quantized.flat_latents, generator)
