@@ -357,6 +357,8 @@ def test_image_code_embeddings_start_from_what_the_codes_look_like(builder):
     pixels = pixels - pixels.mean(0)
     unit = pixels / pixels.norm(dim=1, keepdim=True)
     assert torch.allclose(torch.cdist(rows, rows) / scale, torch.cdist(unit, unit), atol=1e-3)
+    with pytest.raises(ValueError, match="vision_init must be one of mean, palette"):
+        EmbeddedPlan(vision_init="zeros")  # refused when the plan is built, before any stage runs
 
 
 def test_to_canvas_upscales_exactly_when_it_can():

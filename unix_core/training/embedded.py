@@ -77,6 +77,9 @@ class LMShape:
             raise ValueError(f"split {self.split} must be two numbers >= 0 summing to at most {self.num_layers}")
 
 
+VISION_INITS = ("mean", "palette")  # EmbeddedPlan.vision_init
+
+
 @dataclass(frozen=True)
 class EmbeddedPlan:
     seed: int = 0
@@ -104,6 +107,10 @@ class EmbeddedPlan:
     # "palette" (init_vision_embeddings_from_palette). Same data, 2,000 steps, held-out n = 100, mean -> palette:
     # caption 1 -> 6, VQA 56 -> 54, few-shot 59 -> 67; teacher-forced object codes 12.5% -> 12.7% (2026-12-01).
     vision_init: str = "palette"
+
+    def __post_init__(self) -> None:
+        if self.vision_init not in VISION_INITS:
+            raise ValueError(f"vision_init must be one of {', '.join(VISION_INITS)}, got {self.vision_init!r}")
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -313,8 +320,6 @@ def stage_unix(plan: EmbeddedPlan, work: Path, art: Artifacts, text_lm, make_acc
     ).float().train()
     if plan.vision_init == "palette":
         init_vision_embeddings_from_palette(model, art.vq, seed=plan.seed)
-    elif plan.vision_init != "mean":
-        raise ValueError(f"vision_init must be 'mean' or 'palette', got {plan.vision_init!r}")
     log = train_lm(model, art.train, plan.stage2, work_dir=folder, accelerator=make_accelerator(),
                    pad_id=art.tokenizer.pad_token_id, eval_sequences=art.heldout, time_limit_s=time_limit_s)
     return model.to("cpu").eval(), log
