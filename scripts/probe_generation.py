@@ -32,9 +32,12 @@ def probe(folder: Path, n: int, split: str, seed: int = 0) -> dict:
     from unix_core.world import judge, prompt_samples
     from unix_core.world.scene import CANVAS_SIZE, COLORS
 
+    from unix_core.config import resolve_separator
+
     model, tokenizer, vq = load_checkpoint(folder)
+    resolve_separator(model.config, tokenizer)
     first_id = model.config.real_text_vocab_size
-    builder = SequenceBuilder(tokenizer, real_text_vocab_size=first_id)
+    builder = SequenceBuilder(tokenizer, real_text_vocab_size=first_id, separator=model.config.separator)
     samples = list(prompt_samples(n, seed=seed, split=split))
     codes = vq_scene_encoder(vq)([s.scene for s in samples])
     plain = {c: vq.encode(Image.new("RGB", (CANVAS_SIZE, CANVAS_SIZE), COLORS[c])).flatten()[0] for c in COLORS}
@@ -44,10 +47,12 @@ def probe(folder: Path, n: int, split: str, seed: int = 0) -> dict:
     for sample, grid in zip(samples, codes):
         flat = grid.flatten()
         sequence = builder.text_to_image(sample.prompt, grid)
-        start = next(i for i, label in enumerate(sequence.labels) if label != -100)
+        # where each code sits in the sequence (row separators, if any, sit between them)
+        at = torch.tensor([i for i, t in enumerate(sequence.input_ids) if t >= first_id])
+        start = int(at[0])
         with torch.no_grad():
-            logits = model(input_ids=torch.tensor([sequence.input_ids[: start + flat.numel() - 1]])).logits[0]
-        predicted = logits[start - 1 :].argmax(-1).cpu() - first_id
+            logits = model(input_ids=torch.tensor([sequence.input_ids[: int(at[-1])]])).logits[0]
+        predicted = logits[at - 1, first_id : first_id + vq.codebook_size].argmax(-1).cpu()
         right = predicted == flat
         background = flat == plain[sample.scene.background]
         later = torch.arange(flat.numel()) > 0
@@ -55,11 +60,10 @@ def probe(folder: Path, n: int, split: str, seed: int = 0) -> dict:
                           ("object_codes", ~background & later)):
             hits[key][0] += int(right[mask].sum())
             hits[key][1] += int(mask.sum())
-        prompt = sequence.input_ids[:start] + [int(flat[0]) + first_id]
-        rest = _drain_image(generate_image_stream(
-            model, [prompt], grid_hw=(1, flat.numel() - 1), sampling=greedy,
+        drawn = _drain_image(generate_image_stream(
+            model, [sequence.input_ids[:start]], grid_hw=tuple(grid.shape), sampling=greedy, given=[int(flat[0])],
             generator=torch.Generator().manual_seed(seed), pad_id=tokenizer.eos_token_id))
-        image = vq.decode_batch(torch.cat([flat[:1], rest.flatten().cpu()]).reshape(1, *grid.shape))[0]
+        image = vq.decode_batch(drawn.cpu())[0]
         accepted += judge(to_canvas(image), sample.prompt, partial=True).ok
     out = {key: {"right": r, "total": t, "accuracy": r / t if t else float("nan")} for key, (r, t) in hits.items()}
     out["oracle_first_code_greedy_accepted"] = {"accepted": accepted, "total": n}

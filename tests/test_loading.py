@@ -61,6 +61,20 @@ def test_unsupported_official_feature_is_refused(fixtures_dir, tmp_path):
         UniXForCausalLM.from_pretrained(folder)
 
 
+def test_official_config_with_row_separators_loads_and_needs_the_separator_id(fixtures_dir, tmp_path):
+    """``add_sep_for_vis`` as the official training script writes it (token text, length as a string)."""
+    folder = _copy_checkpoint(fixtures_dir, tmp_path)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.update(add_sep_for_vis=1, vis_sep_tokens="<|vision_pad|>", vis_sep_lens="32")
+    (folder / "config.json").write_text(json.dumps(cfg))
+    model = UniXForCausalLM.from_pretrained(folder)
+    assert (model.config.vis_sep_lens, model.config.vis_sep_token_id) == (32, None)
+    with pytest.raises(ValueError, match="vis_sep_token_id is unknown"):
+        model(torch.tensor([[1, 2, 3]]))
+    model.config.vis_sep_token_id = 5
+    assert model(torch.tensor([[1, 2, 3]])).logits.shape[:2] == (1, 3)
+
+
 def _fake_hub_cache(fixtures_dir, tmp_path):
     """Lay out the fixture as huggingface_hub's cache holds a downloaded repo (no network involved)."""
     repo = tmp_path / "hub" / ("models--" + HUB_ID.replace("/", "--"))
@@ -138,6 +152,6 @@ def test_config_written_in_the_official_layout_reads_back_equal(fixtures_dir):
     official = unix_to_official_config_dict(config)
     assert (official["model_type"], official["architectures"]) == (golden["model_type"], golden["architectures"])
     shared = set(golden) - {"torch_dtype", "rope_scaling", "layer_types", "max_window_layers", "sliding_window",
-                            "use_sliding_window", "vis_sep_lens", "vis_sep_tokens", "transformers_version"}
+                            "use_sliding_window", "transformers_version"}
     assert {k: official[k] for k in shared} == {k: golden[k] for k in shared}
     assert UniXConfig.from_dict(official).to_dict() == config.to_dict()

@@ -288,6 +288,29 @@ def test_pipeline_writes_a_loadable_checkpoint_and_resumes_identically(tmp_path)
     assert copy_reusable_stages(plan.replace(seed=1), tmp_path / "a", tmp_path / "d") == []
 
 
+def test_plan_with_row_separators_trains_and_serves_them(tmp_path):
+    from accelerate import Accelerator
+
+    from unix_core import UniXPipeline
+    from unix_core.training.data import load_sequences
+    from unix_core.training.embedded import copy_reusable_stages, run_plan
+    from unix_core.training.text_tokenizer import SEPARATOR_TOKEN
+
+    plan = tiny_plan().replace(vis_separators=True)
+    folder = run_plan(plan, tmp_path / "s", make_accelerator=lambda: Accelerator(cpu=True))
+    pipe = UniXPipeline.from_pretrained(folder)
+    sep = pipe.tokenizer.convert_tokens_to_ids(SEPARATOR_TOKEN)
+    cfg = pipe.model.config
+    assert (cfg.add_sep_for_vis, cfg.vis_sep_tokens, cfg.separator) == (1, SEPARATOR_TOKEN, (sep, 8))
+    for seq in load_sequences(tmp_path / "s" / "work" / "data" / "train.safetensors"):
+        # every image, given or generated, starts with <|vision_start|> and has 8 rows
+        assert seq.input_ids.count(sep) == 8 * sum(t == cfg.vision_start_id for t in seq.input_ids)
+    last = list(pipe.text_to_image_stream("a red circle", seed=0, preview_every_rows=0))[-1]
+    assert last.sequence_ids.count(sep) == 8 and last.images[0].size == (64, 64)
+    # the separator changes the text tokenizer, so only the image tokenizer carries over to a plan without it
+    assert copy_reusable_stages(tiny_plan(), tmp_path / "s", tmp_path / "t") == ["vq"]
+
+
 class _PatchColourTokenizer:
     """A perfectly local stand-in tokenizer: each 8x8 patch's code is the palette index of its top-left pixel."""
 

@@ -9,6 +9,7 @@ from importlib import import_module
 
 _EXPORTS = {
     "UniXConfig": ".config",
+    "resolve_separator": ".config",
     "UniXForCausalLM": ".model",
     "UniXModel": ".model",
     "UniXCache": ".cache",

@@ -31,7 +31,6 @@ BACKBONES = ("qwen3", "qwen2")
 _UNSUPPORTED_OFFICIAL_FEATURES = (
     "add_share_ffn",
     "all_modal_visible",
-    "add_sep_for_vis",
     "ffn_share_size",
     "ffn_vision_size",
     "use_share_attn",
@@ -82,6 +81,14 @@ class UniXConfig(PreTrainedConfig):
     vision_vocab_size: int = 8192
     vision_start_id: int = 510
     vision_end_id: int | None = None
+    # Row separators (the official ``add_sep_for_vis`` variant): after every ``vis_sep_lens`` image codes a
+    # ``vis_sep_tokens`` token (a text-range id) follows, counted as vision, forced during generation.
+    # ``vis_sep_tokens`` is the token's text, as the official config stores it; ``vis_sep_token_id`` is its
+    # id, which ``resolve_separator`` looks up in the tokenizer (the official code does the same at load).
+    add_sep_for_vis: bool | int = 0
+    vis_sep_tokens: str = ""
+    vis_sep_lens: int | str = 0
+    vis_sep_token_id: int | None = None
 
     def __post_init__(self, **kwargs: Any) -> None:
         for name in _UNSUPPORTED_OFFICIAL_FEATURES:
@@ -111,7 +118,47 @@ class UniXConfig(PreTrainedConfig):
             self.rope_parameters = {"rope_type": "default", "rope_theta": 10000.0}
         self.rope_parameters.setdefault("rope_type", "default")
         self.rope_parameters.setdefault("rope_theta", 10000.0)
+        self.add_sep_for_vis = int(bool(self.add_sep_for_vis))
         self._validate_uni_x()
+        self._validate_separator()
+
+    def _validate_separator(self) -> None:
+        if not self.add_sep_for_vis:
+            return
+        try:
+            every = int(self.vis_sep_lens)
+        except ValueError:
+            every = 0
+        if every < 1:
+            raise ValueError(
+                f"add_sep_for_vis is on but vis_sep_lens={self.vis_sep_lens!r}; allowed: a positive integer (codes "
+                "between separators, e.g. the grid width)"
+            )
+        self.vis_sep_lens = every
+        if "," in self.vis_sep_tokens or not self.vis_sep_tokens.strip():
+            raise ValueError(
+                f"add_sep_for_vis is on but vis_sep_tokens={self.vis_sep_tokens!r}; allowed: exactly one token, "
+                "e.g. <|vision_pad|>"
+            )
+        sep = self.vis_sep_token_id
+        if sep is not None and (not 0 <= sep < self.real_text_vocab_size or sep == self.vision_start_id):
+            raise ValueError(
+                f"vis_sep_token_id={sep} must be a text-range id in [0, {self.real_text_vocab_size}) other than "
+                f"vision_start_id ({self.vision_start_id})"
+            )
+
+    @property
+    def separator(self) -> tuple[int, int] | None:
+        """(separator id, codes between separators), or None without separators. Raises when the separator is
+        on but its id has not been looked up (``resolve_separator``)."""
+        if not self.add_sep_for_vis:
+            return None
+        if self.vis_sep_token_id is None:
+            raise ValueError(
+                f"the config turns row separators on (vis_sep_tokens={self.vis_sep_tokens!r}) but vis_sep_token_id "
+                "is unknown; look it up with unix_core.resolve_separator(config, tokenizer) (UniXPipeline does)"
+            )
+        return self.vis_sep_token_id, int(self.vis_sep_lens)
 
     def _validate_uni_x(self) -> None:
         n_split = self.num_vision_encode_layers + self.num_vision_decode_layers
@@ -171,6 +218,25 @@ class UniXConfig(PreTrainedConfig):
         return depth < self.num_vision_encode_layers or depth >= self.first_decode_depth
 
 
+def resolve_separator(config: UniXConfig, tokenizer) -> None:
+    """Set ``config.vis_sep_token_id`` from ``config.vis_sep_tokens`` and the checkpoint's text tokenizer (a
+    no-op without row separators). The text must be one token; an id already in the config must agree."""
+    if not config.add_sep_for_vis:
+        return
+    ids = tokenizer(config.vis_sep_tokens, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise ValueError(
+            f"vis_sep_tokens={config.vis_sep_tokens!r} is {len(ids)} tokens in this tokenizer; allowed: exactly one"
+        )
+    if config.vis_sep_token_id not in (None, ids[0]):
+        raise ValueError(
+            f"config vis_sep_token_id={config.vis_sep_token_id} but the tokenizer gives {config.vis_sep_tokens!r} "
+            f"the id {ids[0]}"
+        )
+    config.vis_sep_token_id = ids[0]
+    config._validate_separator()
+
+
 def official_to_unix_config_dict(config_dict: dict) -> dict:
     """Map a config dict in the official layout (``model_type`` qwen3/qwen2) onto :class:`UniXConfig` fields.
 
@@ -190,7 +256,7 @@ def official_to_unix_config_dict(config_dict: dict) -> dict:
     if out.get("backbone") == "qwen2":
         # Qwen2 configs have neither head_dim nor q/k norm; their qkv projections always carry a bias.
         out.setdefault("attention_bias", True)
-    for legacy in ("max_window_layers", "layer_types", "sliding_window", "vis_sep_tokens", "vis_sep_lens"):
+    for legacy in ("max_window_layers", "layer_types", "sliding_window"):
         out.pop(legacy, None)
     return out
 

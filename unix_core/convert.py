@@ -18,7 +18,7 @@ import logging
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-from .config import BACKBONES, UniXConfig
+from .config import BACKBONES, UniXConfig, resolve_separator
 from .layers import UniXRotaryEmbedding
 from .model import UniXForCausalLM
 
@@ -91,11 +91,14 @@ def convert_qwen_to_unix(
     vision_end_id: int | None = None,
     tokenizer=None,
     dtype: torch.dtype | None = None,
+    row_separator: tuple[str, int] | None = None,
 ) -> UniXForCausalLM:
     """Convert a plain Qwen2/Qwen3 causal LM (folder, hub id or loaded model) into a Uni-X model.
 
     ``real_text_vocab_size`` defaults to ``len(tokenizer)`` and ``vision_start_id``/``vision_end_id`` to the
     tokenizer's ``<|vision_start|>``/``<|vision_end|>`` ids; without a tokenizer they must be given.
+    ``row_separator`` (token text, codes per row), e.g. ``("<|vision_pad|>", 32)``, turns on the official
+    ``add_sep_for_vis`` layout; the token is looked up in ``tokenizer``.
     """
     if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
         if tokenizer is None:
@@ -120,6 +123,11 @@ def convert_qwen_to_unix(
         vision_start_id=vision_start_id,
         vision_end_id=vision_end_id,
     )
+    if row_separator is not None:
+        if tokenizer is None:
+            raise ValueError("row_separator needs the tokenizer, to look its token up")
+        config.add_sep_for_vis, config.vis_sep_tokens, config.vis_sep_lens = 1, row_separator[0], row_separator[1]
+        resolve_separator(config, tokenizer)
     state = {k: v.detach() for k, v in source.state_dict().items()}
     state["model.embed_tokens.weight"] = _extend_rows(state["model.embed_tokens.weight"], vision_vocab_size)
     if config.tie_word_embeddings:

@@ -7,7 +7,9 @@ model call only happens when the consumer asks for the next event. Non-streaming
   rows are masked out, so only text ids can be sampled.
 - Image: exactly ``h * w`` codes; the LM head is computed only over the codebook's rows, so text ids and
   unused rows can never be sampled. Classifier-free guidance runs conditional and unconditional rows in one
-  left-padded batch; the sampled code is fed to both.
+  left-padded batch; the sampled code is fed to both. With row separators (``add_sep_for_vis``) the
+  separator is fed after every ``vis_sep_lens`` codes, never sampled (the official sampler forces it); events
+  are yielded for codes only.
 
 All per-request state (KV cache, positions, masks) lives in local variables of the generator.
 """
@@ -120,28 +122,43 @@ def generate_image_stream(
     unconditional: list[int] | None = None,
     generator: torch.Generator | None = None,
     pad_id: int = 0,
+    given: list[int] | None = None,
 ) -> Iterator[StepEvent]:
     """Sample ``h * w`` image codes after each prompt (which should end with ``<|vision_start|>``).
 
     With guidance (``sampling.cfg_scale != 1``) ``unconditional`` ids are required; they are batched after
-    the conditional rows and receive the same sampled codes.
+    the conditional rows and receive the same sampled codes. Row separators come from ``model.config``.
+    ``given``: the image's first codes (raster order), fed as they are to every row; sampling continues
+    after them and events start at code ``len(given)`` (for probes that fix the start of an image).
     """
     h, w = grid_hw
     if h < 1 or w < 1:
         raise ValueError(f"grid_hw must be positive, got {grid_hw}")
     cfg = model.config
+    separator = cfg.separator
+    if separator is not None and (h * w) % separator[1]:
+        raise ValueError(f"{h}x{w} codes do not fill rows of {separator[1]} (the checkpoint's vis_sep_lens)")
     device = model.device
     B = len(prompts)
     guided = sampling.uses_guidance
     if guided and not unconditional:
         raise ValueError("classifier-free guidance (cfg_scale != 1) needs an unconditional prompt")
-    rows = prompts + [unconditional] * B if guided else prompts
-    ids, mask = left_pad(rows, pad_id, device)
     first, n_codes = cfg.real_text_vocab_size, cfg.vision_vocab_size
     total = h * w
+    given = [int(c) for c in given or ()]
+    if len(given) >= total or any(not 0 <= c < n_codes for c in given):
+        raise ValueError(f"given must hold fewer than {total} codes, each in [0, {n_codes})")
+    prefix = []
+    for i, code in enumerate(given):
+        prefix.append(code + first)
+        if separator is not None and (i + 1) % separator[1] == 0:
+            prefix.append(separator[0])
+    rows = prompts + [unconditional] * B if guided else prompts
+    ids, mask = left_pad([row + prefix for row in rows], pad_id, device)
     grid = torch.full((B, h, w), -1, dtype=torch.long, device=device)
+    grid.view(B, -1)[:, : len(given)] = torch.tensor(given, dtype=torch.long, device=device)
     hidden, cache = _step(model, ids, mask, None)
-    for step in range(total):
+    for step in range(len(given), total):
         logits = linear_rows(hidden, model.lm_head, first, first + n_codes).float()  # (rows, codebook)
         if guided:
             cond, uncond = logits[:B], logits[B:]
@@ -161,6 +178,8 @@ def generate_image_stream(
         )
         if step + 1 == total:
             return
-        feed = torch.cat([token, token]) if guided else token
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        hidden, cache = _step(model, feed[:, None], mask, cache)
+        feed = (torch.cat([token, token]) if guided else token)[:, None]
+        if separator is not None and (step + 1) % separator[1] == 0:
+            feed = torch.cat([feed, torch.full_like(feed, separator[0])], dim=1)
+        mask = torch.cat([mask, torch.ones_like(mask[:, : feed.shape[1]])], dim=1)
+        hidden, cache = _step(model, feed, mask, cache)

@@ -16,12 +16,23 @@ from dataclasses import dataclass
 import torch
 
 
-def vision_token_mask(input_ids: torch.Tensor, real_text_vocab_size: int, vision_start_id: int) -> torch.Tensor:
-    """True where a token belongs to the vision modality: image codes and ``<|vision_start|>``.
+def vision_token_mask(
+    input_ids: torch.Tensor, real_text_vocab_size: int, vision_start_id: int, separator_id: int | None = None
+) -> torch.Tensor:
+    """True where a token belongs to the vision modality: image codes, ``<|vision_start|>`` and, for
+    checkpoints with row separators (``add_sep_for_vis``), the separator token.
 
     ``<|vision_end|>`` is a text token (as in the official implementation).
     """
-    return (input_ids >= real_text_vocab_size) | (input_ids == vision_start_id)
+    mask = (input_ids >= real_text_vocab_size) | (input_ids == vision_start_id)
+    return mask if separator_id is None else mask | (input_ids == separator_id)
+
+
+def config_vision_mask(input_ids: torch.Tensor, config) -> torch.Tensor:
+    """:func:`vision_token_mask` with the ids of a :class:`~unix_core.config.UniXConfig`."""
+    separator = config.separator
+    return vision_token_mask(input_ids, config.real_text_vocab_size, config.vision_start_id,
+                             None if separator is None else separator[0])
 
 
 @dataclass

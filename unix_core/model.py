@@ -24,7 +24,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from .cache import UniXCache
 from .config import UniXConfig
 from .layers import UniXDecoderLayer, UniXRMSNorm, UniXRotaryEmbedding
-from .modality import ModalityPack, vision_token_mask
+from .modality import ModalityPack, config_vision_mask
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class UniXModel(UniXPreTrainedModel):
         # Positions count the real tokens before each token; left padding does not shift them.
         positions = (seen[:, None] + torch.cumsum(valid, dim=1) - 1).clamp(min=0)
         cos, sin = self.rotary_emb(positions, dtype)
-        is_vision = vision_token_mask(input_ids, self.config.real_text_vocab_size, self.config.vision_start_id)
+        is_vision = config_vision_mask(input_ids, self.config)
         packs = {}
         if self.split_depths:
             packs[TEXT] = ModalityPack.build(~is_vision, positions, valid, cos, sin)

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from .config import resolve_separator
 from .generation import generate_image_stream, generate_text_stream
 from .model import UniXForCausalLM
 from .prompting import PromptBuilder, RenderedPrompt, Segment
@@ -215,11 +216,13 @@ class UniXPipeline:
         if self.image_size % f:
             raise ValueError(f"image size {self.image_size} is not a multiple of the tokenizer's downsampling {f}")
         self.grid_hw = (self.image_size // f, self.image_size // f)
+        resolve_separator(cfg, tokenizer)
         self.builder = PromptBuilder(
             tokenizer,
             real_text_vocab_size=cfg.real_text_vocab_size,
             vision_start_id=self.vision_start_id,
             vision_end_id=self.vision_end_id,
+            separator=cfg.separator,
         )
 
     # ----------------------------------------------------------------------------------------------
@@ -377,7 +380,8 @@ class UniXPipeline:
                 f"got {preview_every_rows!r}"
             )
         h, w = self.grid_hw
-        self._check_context(max(len(rendered.ids), len(uncond.ids)), h * w, "the prompt")
+        image_tokens = len(self.builder.code_ids(torch.zeros(h, w, dtype=torch.long)))  # codes (+ separators)
+        self._check_context(max(len(rendered.ids), len(uncond.ids)), image_tokens, "the prompt")
         seed = self._seed(seed)
         return self._run_image_stream(rendered.ids, uncond.ids, sampling, seed, num_images, preview_every_rows)
 
@@ -415,7 +419,7 @@ class UniXPipeline:
                     else:
                         mark = now
                 images = self.image_tokenizer.decode_batch(event.grid.cpu()) if last else None
-                sequence = ids + (event.grid[0].flatten() + self.model.config.real_text_vocab_size).tolist() if last else None
+                sequence = ids + self.builder.code_ids(event.grid[0].cpu()) if last else None
                 yield ImageStreamEvent(
                     step=step,
                     total=h * w,

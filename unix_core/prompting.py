@@ -1,7 +1,8 @@
 """Turn templates, user text and images into token ids, and describe the resulting layout.
 
 An image is spliced in as ``<|vision_start|>`` + ``real_text_vocab_size + code`` for each code (raster order)
-+ ``<|vision_end|>``. Literal template text is tokenized with special tokens recognised; user text with
++ ``<|vision_end|>``; checkpoints with row separators (``add_sep_for_vis``) get the separator token after
+every ``vis_sep_lens`` codes, the last row included, as the official data collator writes them. Literal template text is tokenized with special tokens recognised; user text with
 special tokens split (so ``<|vision_start|>`` typed by a user stays plain text).
 """
 
@@ -31,18 +32,36 @@ class RenderedPrompt:
 
 
 class PromptBuilder:
-    def __init__(self, tokenizer, *, real_text_vocab_size: int, vision_start_id: int, vision_end_id: int) -> None:
+    def __init__(
+        self,
+        tokenizer,
+        *,
+        real_text_vocab_size: int,
+        vision_start_id: int,
+        vision_end_id: int,
+        separator: tuple[int, int] | None = None,
+    ) -> None:
         self.tokenizer = tokenizer
         self.real_text_vocab_size = real_text_vocab_size
         self.vision_start_id = vision_start_id
         self.vision_end_id = vision_end_id
+        self.separator = separator  # (id, codes between separators), UniXConfig.separator
 
     def text_ids(self, text: str, *, user: bool) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False, split_special_tokens=user)["input_ids"]
 
-    def image_ids(self, codes: torch.Tensor) -> list[int]:
+    def code_ids(self, codes: torch.Tensor) -> list[int]:
+        """The token ids of a code grid (raster order), with row separators if the checkpoint has them."""
         flat = (codes.flatten().to(torch.long) + self.real_text_vocab_size).tolist()
-        return [self.vision_start_id, *flat, self.vision_end_id]
+        if self.separator is None:
+            return flat
+        sep, every = self.separator
+        if len(flat) % every:
+            raise ValueError(f"{len(flat)} image codes do not fill rows of {every} (the checkpoint's vis_sep_lens)")
+        return [t for i in range(0, len(flat), every) for t in (*flat[i : i + every], sep)]
+
+    def image_ids(self, codes: torch.Tensor) -> list[int]:
+        return [self.vision_start_id, *self.code_ids(codes), self.vision_end_id]
 
     def render(self, template: str, fields: dict[str, str], images: list[torch.Tensor]) -> RenderedPrompt:
         """Fill ``template`` with ``fields`` (user text) and ``images`` (code grids, in order)."""

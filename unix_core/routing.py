@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .model import SHARED, TEXT, VISION, UniXForCausalLM
-from .modality import ModalityPack, vision_token_mask
+from .modality import ModalityPack, config_vision_mask
 
 
 @dataclass
@@ -74,7 +74,7 @@ def trace_routing(model: UniXForCausalLM, input_ids: torch.Tensor | list[int]) -
         raise ValueError("input_ids must hold at least one token")
     cfg, inner = model.config, model.model
     T = ids.shape[1]
-    is_vision = vision_token_mask(ids, cfg.real_text_vocab_size, cfg.vision_start_id)
+    is_vision = config_vision_mask(ids, cfg)
     valid = torch.ones_like(ids, dtype=torch.bool)
     positions = torch.arange(T, device=ids.device)[None]
     h = inner.embed_tokens(ids)

@@ -58,7 +58,15 @@ class TrainingSequence:
 class SequenceBuilder:
     """Builds :class:`TrainingSequence` objects for each task from text and code grids."""
 
-    def __init__(self, tokenizer, *, real_text_vocab_size: int | None = None, templates: PromptTemplates = SHAPES):
+    def __init__(
+        self,
+        tokenizer,
+        *,
+        real_text_vocab_size: int | None = None,
+        templates: PromptTemplates = SHAPES,
+        separator: tuple[int, int] | None = None,
+    ):
+        """``separator``: (id, codes per row) for checkpoints with row separators (``UniXConfig.separator``)."""
         vocab = tokenizer.get_vocab()
         self.tokenizer = tokenizer
         self.templates = templates
@@ -71,6 +79,7 @@ class SequenceBuilder:
             real_text_vocab_size=self.real_text_vocab_size,
             vision_start_id=self.vision_start_id,
             vision_end_id=self.vision_end_id,
+            separator=separator,
         )
 
     # ----------------------------------------------------------------------------------------------

@@ -107,6 +107,9 @@ class EmbeddedPlan:
     # "palette" (init_vision_embeddings_from_palette). Same data, 2,000 steps, held-out n = 100, mean -> palette:
     # caption 1 -> 6, VQA 56 -> 54, few-shot 59 -> 67; teacher-forced object codes 12.5% -> 12.7% (2026-12-01).
     vision_init: str = "palette"
+    # Row separators (the official add_sep_for_vis layout): a <|vision_pad|> token after every row of codes,
+    # counted as vision and forced during generation, so the LM sees where each row of the grid starts.
+    vis_separators: bool = False
 
     def __post_init__(self) -> None:
         if self.vision_init not in VISION_INITS:
@@ -120,6 +123,7 @@ class EmbeddedPlan:
     @classmethod
     def from_dict(cls, data: dict) -> "EmbeddedPlan":
         data = dict(data)
+        data.setdefault("vis_separators", False)  # plans written before the field had none
         data["vq"] = VQConfig.from_dict(data["vq"])
         data["lm"] = LMShape(**data["lm"])
         for name in ("stage1", "stage2"):
@@ -149,7 +153,8 @@ def stage_tokenizer(plan: EmbeddedPlan, work: Path):
 
     folder = work / "tokenizer"
     if not (folder / "tokenizer.json").is_file():
-        tokenizer = train_text_tokenizer(world_text(plan.tokenizer_lines, seed=plan.seed))
+        tokenizer = train_text_tokenizer(world_text(plan.tokenizer_lines, seed=plan.seed),
+                                         separator=plan.vis_separators)
         save_text_tokenizer(tokenizer, folder)
     return AutoTokenizer.from_pretrained(str(folder))
 
@@ -261,7 +266,7 @@ def stage_data(plan: EmbeddedPlan, work: Path, tokenizer, vq) -> Artifacts:
 
     folder = work / "data"
     folder.mkdir(parents=True, exist_ok=True)
-    builder = SequenceBuilder(tokenizer)
+    builder = SequenceBuilder(tokenizer, separator=row_separator(plan, tokenizer, vq))
     encode = vq_scene_encoder(vq)
     files = {"train": plan.mix, "heldout": plan.eval_mix}
     out = {}
@@ -276,6 +281,13 @@ def stage_data(plan: EmbeddedPlan, work: Path, tokenizer, vq) -> Artifacts:
     if not text_path.is_file():
         save_sequences(text_path, [builder.text(line) for line in text_corpus(plan.stage1_lines, seed=plan.seed + 2)])
     return Artifacts(tokenizer, vq, out["train"], out["heldout"], load_sequences(text_path))
+
+
+def row_separator(plan: EmbeddedPlan, tokenizer, vq) -> tuple[int, int] | None:
+    """(separator id, codes per row) when the plan has row separators, else None."""
+    from .text_tokenizer import SEPARATOR_TOKEN
+
+    return (tokenizer.convert_tokens_to_ids(SEPARATOR_TOKEN), vq.grid_size) if plan.vis_separators else None
 
 
 def stage1_model(plan: EmbeddedPlan, tokenizer):
@@ -312,11 +324,14 @@ def stage_text_lm(plan: EmbeddedPlan, work: Path, art: Artifacts, make_accelerat
 def stage_unix(plan: EmbeddedPlan, work: Path, art: Artifacts, text_lm, make_accelerator, time_limit_s=None):
     from unix_core.convert import convert_qwen_to_unix
 
+    from .text_tokenizer import SEPARATOR_TOKEN
+
     folder = work / "stage2"
     a, b = plan.lm.split
     model = convert_qwen_to_unix(
         text_lm, num_vision_encode_layers=a, num_vision_decode_layers=b,
         vision_vocab_size=art.vq.codebook_size, tokenizer=art.tokenizer,
+        row_separator=(SEPARATOR_TOKEN, art.vq.grid_size) if plan.vis_separators else None,
     ).float().train()
     if plan.vision_init == "palette":
         init_vision_embeddings_from_palette(model, art.vq, seed=plan.seed)
@@ -459,7 +474,7 @@ def plan_for_budget(
     )
 
 
-_TOKENIZER_INPUTS = ("seed", "tokenizer_lines")
+_TOKENIZER_INPUTS = ("seed", "tokenizer_lines", "vis_separators")
 _VQ_INPUTS = ("seed", "vq", "vq_images", "vq_steps", "vq_batch_size", "vq_lr", "vq_recon", "vq_foreground_weight",
               "vq_cosine_lr", "vq_dense_share", "vq_autoencoder_share")
 _STAGE_INPUTS = {
@@ -467,7 +482,7 @@ _STAGE_INPUTS = {
     "vq": _VQ_INPUTS,
     # the task data is tokenized with both tokenizers, so it depends on everything they depend on
     "data": (*_TOKENIZER_INPUTS, *_VQ_INPUTS, "mix", "eval_mix", "stage1_lines"),
-    "stage1": ("seed", "tokenizer_lines", "stage1_lines", "stage1", "lm_without_split"),
+    "stage1": (*_TOKENIZER_INPUTS, "stage1_lines", "stage1", "lm_without_split"),
 }
 
 

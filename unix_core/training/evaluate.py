@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from unix_core.config import resolve_separator
 from unix_core.generation import generate_image_stream, generate_text_stream
 from unix_core.sampling import SamplingConfig
 from unix_core.templates import SHAPES
@@ -73,7 +74,9 @@ class Evaluator:
         }
         self.tokenizer = tokenizer
         self.vq = vq
-        self.builder = SequenceBuilder(tokenizer, real_text_vocab_size=model.config.real_text_vocab_size)
+        resolve_separator(model.config, tokenizer)
+        self.builder = SequenceBuilder(tokenizer, real_text_vocab_size=model.config.real_text_vocab_size,
+                                       separator=model.config.separator)
         self.encode = vq_scene_encoder(vq)
         self.batch_size = batch_size
         self.seed = seed

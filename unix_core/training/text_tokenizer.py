@@ -24,6 +24,7 @@ VISION_START_TOKEN = "<|vision_start|>"
 VISION_END_TOKEN = "<|vision_end|>"
 UNCONDITIONAL_TOKEN = "<unconditional>"
 SPECIAL_TOKENS: tuple[str, ...] = (EOS_TOKEN, VISION_START_TOKEN, VISION_END_TOKEN, UNCONDITIONAL_TOKEN)
+SEPARATOR_TOKEN = "<|vision_pad|>"  # the official default for vis_sep_tokens (row separators)
 
 # Literal text of the SHAPES templates (unix_core.templates); part of the training text so that their
 # words become single tokens too.
@@ -39,19 +40,21 @@ def world_text(n_lines: int, *, seed: int = 0) -> Iterator[str]:
     yield from text_corpus(n_lines, seed=seed)
 
 
-def train_text_tokenizer(texts: Iterable[str], *, vocab_size: int = 1024) -> PreTrainedTokenizerFast:
+def train_text_tokenizer(
+    texts: Iterable[str], *, vocab_size: int = 1024, separator: bool = False
+) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE on ``texts``; ``vocab_size`` is an upper bound (merges stop when every
-    pre-token is one token, which for the world's text happens well below 1024)."""
-    if vocab_size < 256 + len(SPECIAL_TOKENS):
-        raise ValueError(
-            f"vocab_size must be at least {256 + len(SPECIAL_TOKENS)} (bytes + specials), got {vocab_size}"
-        )
+    pre-token is one token, which for the world's text happens well below 1024). ``separator`` adds
+    ``SEPARATOR_TOKEN`` after the other specials (for checkpoints with row separators)."""
+    specials = [*SPECIAL_TOKENS, SEPARATOR_TOKEN] if separator else list(SPECIAL_TOKENS)
+    if vocab_size < 256 + len(specials):
+        raise ValueError(f"vocab_size must be at least {256 + len(specials)} (bytes + specials), got {vocab_size}")
     core = Tokenizer(models.BPE())
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=list(SPECIAL_TOKENS),
+        special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -60,15 +63,19 @@ def train_text_tokenizer(texts: Iterable[str], *, vocab_size: int = 1024) -> Pre
 
 
 def wrap_tokenizer(core: Tokenizer) -> PreTrainedTokenizerFast:
-    """A transformers tokenizer around ``core`` with our special tokens registered."""
-    for i, token in enumerate(SPECIAL_TOKENS):
+    """A transformers tokenizer around ``core`` with our special tokens (and the separator, if it has
+    one) registered."""
+    specials = list(SPECIAL_TOKENS)
+    if core.token_to_id(SEPARATOR_TOKEN) is not None:
+        specials.append(SEPARATOR_TOKEN)
+    for i, token in enumerate(specials):
         if core.token_to_id(token) != i:
             raise ValueError(f"special token {token!r} must have id {i}, got {core.token_to_id(token)}")
     return PreTrainedTokenizerFast(
         tokenizer_object=core,
         eos_token=EOS_TOKEN,
         pad_token=EOS_TOKEN,
-        extra_special_tokens=list(SPECIAL_TOKENS[1:]),
+        extra_special_tokens=specials[1:],
         clean_up_tokenization_spaces=False,
         model_max_length=4096,
     )
