@@ -115,3 +115,26 @@ def test_generation_probe_script():
     # measured on 40 prompts: background 98.8%, objects 43.2%, first code 3/40
     assert result["background_codes"]["accuracy"] > 0.9
     assert result["oracle_first_code_greedy_accepted"]["total"] == 4
+    objects = result["objects"]
+    # a held-out scene has at least one object with a held-out key
+    assert objects["heldout_key"]["objects"] >= 4
+    for o in objects.values():
+        assert 0 <= o["whole_object_right"] <= o["first_patch_right"] <= o["objects"]
+        assert o["later_patches_right"] <= o["later_patches"]
+
+
+def test_object_cells_are_the_cells_an_object_touches():
+    import importlib.util
+
+    from unix_core.pipeline import EMBEDDED_DEFAULT as folder
+    from unix_core.world.scene import Obj, Scene
+
+    spec = importlib.util.spec_from_file_location("probe_generation", folder.parents[1] / "scripts" / "probe_generation.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    scene = Scene("white", (Obj("square", "red", "large", "top left"), Obj("circle", "blue", "small", "center")))
+    (_, big), (_, small) = module.object_cells(scene, 8)
+    # a large square at (11, 11) spans pixels 2..20: rows and columns 0..2 of 8-pixel cells
+    assert big == [r * 8 + c for r in range(3) for c in range(3)]
+    # a small circle at (32, 32) spans pixels 27..37: rows and columns 3..4
+    assert small == [r * 8 + c for r in (3, 4) for c in (3, 4)]
