@@ -117,6 +117,7 @@ def test_pipeline_on_a_checkpoint_with_separators(fixtures_dir, tmp_path):
     trace = pipe.trace(last.sequence_ids)
     assert trace.modalities[-1] == "vision" and trace.route_grid()[0][-1] == "vision"  # the last separator
     assert isinstance(pipe.caption(last.images[0]), str)
+    assert pipe.describe()["row_separator"] == "<unk> after every 16 codes"
 
 
 @pytest.mark.parametrize("separators", [True, False])

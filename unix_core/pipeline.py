@@ -582,6 +582,7 @@ class UniXPipeline:
             "image_grid": list(self.grid_hw),
             "codebook_size": self.image_tokenizer.codebook_size,
             "text_vocab_size": cfg.real_text_vocab_size,
+            "row_separator": None if cfg.separator is None else f"{cfg.vis_sep_tokens} after every {cfg.vis_sep_lens} codes",
         }
 
 
