@@ -2,8 +2,9 @@
 
 An image is spliced in as ``<|vision_start|>`` + ``real_text_vocab_size + code`` for each code (raster order)
 + ``<|vision_end|>``; checkpoints with row separators (``add_sep_for_vis``) get the separator token after
-every ``vis_sep_lens`` codes, the last row included, as the official data collator writes them. Literal template text is tokenized with special tokens recognised; user text with
-special tokens split (so ``<|vision_start|>`` typed by a user stays plain text).
+every ``vis_sep_lens`` codes, the last row included, as the official data collator writes them. Literal
+template text is tokenized with special tokens recognised; user text with special tokens split (so
+``<|vision_start|>`` typed by a user stays plain text).
 """
 
 from __future__ import annotations
