@@ -382,6 +382,8 @@ def test_image_code_embeddings_start_from_what_the_codes_look_like(builder):
     assert torch.allclose(torch.cdist(rows, rows) / scale, torch.cdist(unit, unit), atol=1e-3)
     with pytest.raises(ValueError, match="vision_init must be one of mean, palette"):
         EmbeddedPlan(vision_init="zeros")  # refused when the plan is built, before any stage runs
+    with pytest.raises(ValueError, match="vq_restart_share"):
+        EmbeddedPlan(vq_restart_share=1.5)
 
 
 def test_to_canvas_upscales_exactly_when_it_can():

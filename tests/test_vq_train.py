@@ -154,3 +154,13 @@ def test_autoencoder_warmup_then_kmeans_codes():
     # the k-means codebook spreads the images' patches over the codes from the first quantised step
     assert quantised[0].perplexity > 8 and quantised[-1].recon_loss < warm[0].recon_loss
     assert tokenizer.encode_pixels(data[:8]).unique().numel() > 4
+
+
+def test_restarts_stop_after_restart_until():
+    data = squares_dataset()
+    with pytest.raises(ValueError, match="restart_until"):
+        train_vq(data, CONFIG, steps=10, restart_until=-1)
+    _, stats = train_vq(data, CONFIG, steps=60, batch_size=8, lr=1e-3, seed=0, log_every=10, restart_every=10,
+                        recon="l2", restart_until=30)
+    assert stats.log[0].restarted_codes > 0  # the uniform init leaves most codes dead: restarted at step 1
+    assert all(entry.restarted_codes == 0 for entry in stats.log[3:])  # steps 31-60: none

@@ -94,6 +94,7 @@ class EmbeddedPlan:
     vq_cosine_lr: bool = True
     vq_dense_share: float = 0.7
     vq_autoencoder_share: float = 0.0  # of vq_steps: autoencoder warm-up, then a k-means codebook (train_vq)
+    vq_restart_share: float = 1.0  # of vq_steps: dead-code restarts stop after this share (train_vq restart_until)
     vq_eval_images: int = 200
     lm: LMShape = LMShape()
     stage1_lines: int = 20000
@@ -116,6 +117,8 @@ class EmbeddedPlan:
     def __post_init__(self) -> None:
         if self.vision_init not in VISION_INITS:
             raise ValueError(f"vision_init must be one of {', '.join(VISION_INITS)}, got {self.vision_init!r}")
+        if not 0 <= self.vq_restart_share <= 1:
+            raise ValueError(f"vq_restart_share must be in [0, 1], got {self.vq_restart_share!r}")
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -125,7 +128,9 @@ class EmbeddedPlan:
     @classmethod
     def from_dict(cls, data: dict) -> "EmbeddedPlan":
         data = dict(data)
-        data.setdefault("vis_separators", False)  # plans written before the field had none
+        # plans written before these fields: no separators, restarts throughout
+        data.setdefault("vis_separators", False)
+        data.setdefault("vq_restart_share", 1.0)
         data["vq"] = VQConfig.from_dict(data["vq"])
         data["lm"] = LMShape(**data["lm"])
         for name in ("stage1", "stage2"):
@@ -250,6 +255,7 @@ def stage_vq(plan: EmbeddedPlan, work: Path, device: torch.device | str = "cpu")
             images, plan.vq, steps=plan.vq_steps, batch_size=plan.vq_batch_size, lr=plan.vq_lr,
             recon=plan.vq_recon, foreground_weight=plan.vq_foreground_weight, cosine_lr=plan.vq_cosine_lr,
             autoencoder_steps=int(plan.vq_steps * plan.vq_autoencoder_share),
+            restart_until=None if plan.vq_restart_share >= 1 else int(plan.vq_steps * plan.vq_restart_share),
             seed=plan.seed, log_every=25, device=device,
         )
         vq.model.to("cpu")
@@ -478,7 +484,7 @@ def plan_for_budget(
 
 _TOKENIZER_INPUTS = ("seed", "tokenizer_lines", "vis_separators")
 _VQ_INPUTS = ("seed", "vq", "vq_images", "vq_steps", "vq_batch_size", "vq_lr", "vq_recon", "vq_foreground_weight",
-              "vq_cosine_lr", "vq_dense_share", "vq_autoencoder_share")
+              "vq_cosine_lr", "vq_dense_share", "vq_autoencoder_share", "vq_restart_share")
 _STAGE_INPUTS = {
     "tokenizer": _TOKENIZER_INPUTS,
     "vq": _VQ_INPUTS,

@@ -96,6 +96,7 @@ def train_vq(
     foreground_weight: float = 1.0,
     cosine_lr: bool = False,
     autoencoder_steps: int = 0,
+    restart_until: int | None = None,
     device: torch.device | str = "cpu",
 ) -> tuple[VQImageTokenizer, VQTrainStats]:
     """Train a fresh tokenizer of `config` on `images`; returns it (eval mode, float32) and statistics.
@@ -108,6 +109,10 @@ def train_vq(
     pixel (for flat-background images: the objects), relative to 1 for the rest. Small objects are a few
     percent of the pixels; a uniform loss spends the codebook on background and blurs their shapes.
     `cosine_lr`: anneal the learning rate to a tenth of `lr` over the steps (torch's `CosineAnnealingLR`).
+    `restart_until`: dead-code restarts happen up to this step (default: all steps), so the last steps
+    train codebook and decoder on a settled code assignment. The shapes-world tokenizer (2026-12-01, judge
+    acceptance of 200 held-out reconstructions): 2,800 steps with restarts throughout 187 (shipped), with
+    restarts until 70% 180; 4,200 steps with restarts until 70% 194.
     `autoencoder_steps`: the first this many of `steps` train encoder and decoder without the quantiser;
     then the codebook is set by k-means over the encoder's latents of every training image
     (`kmeans_codebook`), and dead-code restarts are off for the rest (a code whose content is rare would be
@@ -122,6 +127,9 @@ def train_vq(
     if isinstance(autoencoder_steps, bool) or not isinstance(autoencoder_steps, int) \
             or not 0 <= autoencoder_steps < steps:
         raise ValueError(f"autoencoder_steps must be an integer in [0, steps), got {autoencoder_steps!r}")
+    if restart_until is not None and (isinstance(restart_until, bool) or not isinstance(restart_until, int)
+                                      or restart_until < 0):
+        raise ValueError(f"restart_until must be None or an integer >= 0, got {restart_until!r}")
     if not foreground_weight > 0:
         raise ValueError(f"foreground_weight must be > 0, got {foreground_weight!r}")
     if not lr > 0 or not beta >= 0:
@@ -168,7 +176,8 @@ def train_vq(
             usage.add(quantized.codes)
             parts = (loss, recon_loss, quantized.codebook_loss, quantized.commitment_loss)
             sums += torch.tensor([float(p.detach()) for p in parts], dtype=torch.float64)
-            if not autoencoder_steps and (step == 1 or step % restart_every == 0):
+            restarting = not autoencoder_steps and (restart_until is None or step <= restart_until)
+            if restarting and (step == 1 or step % restart_every == 0):
                 window_restarts += restart_dead_codes(codebook, optimizer, usage.restart_window,
                                                       quantized.flat_latents, generator)
                 usage.restart_window.zero_()
