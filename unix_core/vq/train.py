@@ -112,7 +112,7 @@ def train_vq(
     `restart_until`: dead-code restarts happen up to this step (default: all steps), so the last steps
     train codebook and decoder on a settled code assignment. The shapes-world tokenizer (2026-12-01, judge
     acceptance of 200 held-out reconstructions): 2,800 steps with restarts throughout 187 (shipped), with
-    restarts until 70% 180; 4,200 steps with restarts until 70% 194.
+    restarts until 70% 180; 4,200 steps with restarts until 70% 194 (one thread) and 192 (two).
     `autoencoder_steps`: the first this many of `steps` train encoder and decoder without the quantiser;
     then the codebook is set by k-means over the encoder's latents of every training image
     (`kmeans_codebook`), and dead-code restarts are off for the rest (a code whose content is rare would be
