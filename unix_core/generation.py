@@ -23,6 +23,7 @@ import torch
 
 from .layers import linear_rows
 from .model import UniXForCausalLM
+from .prompting import with_separators
 from .sampling import SamplingConfig, draw, guide
 
 TEXT, IMAGE = "text", "image"
@@ -148,11 +149,7 @@ def generate_image_stream(
     given = [int(c) for c in given or ()]
     if len(given) >= total or any(not 0 <= c < n_codes for c in given):
         raise ValueError(f"given must hold fewer than {total} codes, each in [0, {n_codes})")
-    prefix = []
-    for i, code in enumerate(given):
-        prefix.append(code + first)
-        if separator is not None and (i + 1) % separator[1] == 0:
-            prefix.append(separator[0])
+    prefix = with_separators([code + first for code in given], separator)
     rows = prompts + [unconditional] * B if guided else prompts
     ids, mask = left_pad([row + prefix for row in rows], pad_id, device)
     grid = torch.full((B, h, w), -1, dtype=torch.long, device=device)

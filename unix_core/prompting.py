@@ -32,6 +32,20 @@ class RenderedPrompt:
     segments: list[Segment]
 
 
+def with_separators(ids: list[int], separator: tuple[int, int] | None) -> list[int]:
+    """``ids`` (image-code token ids, raster order) with the separator after every complete row of
+    ``separator = (id, codes per row)``; unchanged without separators."""
+    if separator is None:
+        return list(ids)
+    sep, every = separator
+    out = []
+    for i, token in enumerate(ids, start=1):
+        out.append(token)
+        if i % every == 0:
+            out.append(sep)
+    return out
+
+
 class PromptBuilder:
     def __init__(
         self,
@@ -54,12 +68,11 @@ class PromptBuilder:
     def code_ids(self, codes: torch.Tensor) -> list[int]:
         """The token ids of a code grid (raster order), with row separators if the checkpoint has them."""
         flat = (codes.flatten().to(torch.long) + self.real_text_vocab_size).tolist()
-        if self.separator is None:
-            return flat
-        sep, every = self.separator
-        if len(flat) % every:
-            raise ValueError(f"{len(flat)} image codes do not fill rows of {every} (the checkpoint's vis_sep_lens)")
-        return [t for i in range(0, len(flat), every) for t in (*flat[i : i + every], sep)]
+        if self.separator is not None and len(flat) % self.separator[1]:
+            raise ValueError(
+                f"{len(flat)} image codes do not fill rows of {self.separator[1]} (the checkpoint's vis_sep_lens)"
+            )
+        return with_separators(flat, self.separator)
 
     def image_ids(self, codes: torch.Tensor) -> list[int]:
         return [self.vision_start_id, *self.code_ids(codes), self.vision_end_id]
