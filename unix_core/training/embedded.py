@@ -274,7 +274,10 @@ def stage_data(plan: EmbeddedPlan, work: Path, tokenizer, vq) -> Artifacts:
 
     folder = work / "data"
     folder.mkdir(parents=True, exist_ok=True)
-    builder = SequenceBuilder(tokenizer, separator=row_separator(plan, tokenizer, vq))
+    separator = row_separator(plan, vq)
+    if separator is not None:
+        separator = (tokenizer.convert_tokens_to_ids(separator[0]), separator[1])
+    builder = SequenceBuilder(tokenizer, separator=separator)
     encode = vq_scene_encoder(vq)
     files = {"train": plan.mix, "heldout": plan.eval_mix}
     out = {}
@@ -291,11 +294,11 @@ def stage_data(plan: EmbeddedPlan, work: Path, tokenizer, vq) -> Artifacts:
     return Artifacts(tokenizer, vq, out["train"], out["heldout"], load_sequences(text_path))
 
 
-def row_separator(plan: EmbeddedPlan, tokenizer, vq) -> tuple[int, int] | None:
-    """(separator id, codes per row) when the plan has row separators, else None."""
+def row_separator(plan: EmbeddedPlan, vq) -> tuple[str, int] | None:
+    """(separator token, codes per row) when the plan has row separators, else None."""
     from .text_tokenizer import SEPARATOR_TOKEN
 
-    return (tokenizer.convert_tokens_to_ids(SEPARATOR_TOKEN), vq.grid_size) if plan.vis_separators else None
+    return (SEPARATOR_TOKEN, vq.grid_size) if plan.vis_separators else None
 
 
 def stage1_model(plan: EmbeddedPlan, tokenizer):
@@ -332,14 +335,12 @@ def stage_text_lm(plan: EmbeddedPlan, work: Path, art: Artifacts, make_accelerat
 def stage_unix(plan: EmbeddedPlan, work: Path, art: Artifacts, text_lm, make_accelerator, time_limit_s=None):
     from unix_core.convert import convert_qwen_to_unix
 
-    from .text_tokenizer import SEPARATOR_TOKEN
-
     folder = work / "stage2"
     a, b = plan.lm.split
     model = convert_qwen_to_unix(
         text_lm, num_vision_encode_layers=a, num_vision_decode_layers=b,
         vision_vocab_size=art.vq.codebook_size, tokenizer=art.tokenizer,
-        row_separator=(SEPARATOR_TOKEN, art.vq.grid_size) if plan.vis_separators else None,
+        row_separator=row_separator(plan, art.vq),
     ).float().train()
     if plan.vision_init == "palette":
         init_vision_embeddings_from_palette(model, art.vq, seed=plan.seed)
