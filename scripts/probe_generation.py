@@ -48,7 +48,6 @@ def probe(folder: Path, n: int, split: str, seed: int = 0) -> dict:
     import torch
     from PIL import Image
 
-    from unix_core.config import resolve_separator
     from unix_core.generation import generate_image_stream
     from unix_core.sampling import SamplingConfig
     from unix_core.training.data import SequenceBuilder, to_canvas, vq_scene_encoder
@@ -58,7 +57,6 @@ def probe(folder: Path, n: int, split: str, seed: int = 0) -> dict:
     from unix_core.world.split import is_heldout_key
 
     model, tokenizer, vq = load_checkpoint(folder)
-    resolve_separator(model.config, tokenizer)
     first_id = model.config.real_text_vocab_size
     builder = SequenceBuilder(tokenizer, real_text_vocab_size=first_id, separator=model.config.separator)
     samples = list(prompt_samples(n, seed=seed, split=split))

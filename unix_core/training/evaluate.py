@@ -222,7 +222,9 @@ def load_checkpoint(folder, device: str | torch.device = "cpu"):
     from unix_core.vq import VQImageTokenizer
 
     model = UniXForCausalLM.from_pretrained(str(folder), dtype=torch.float32).to(device).eval()
-    return model, AutoTokenizer.from_pretrained(str(folder)), VQImageTokenizer.from_pretrained(folder, device=device)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    resolve_separator(model.config, tokenizer)
+    return model, tokenizer, VQImageTokenizer.from_pretrained(folder, device=device)
 
 
 def evaluate_folder(folder, n: int, *, split: str = "heldout", tasks=EVAL_TASKS, seed: int = 0,
