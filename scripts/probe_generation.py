@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def object_cells(scene, grid: int) -> list[tuple[object, list[int]]]:
+def object_cells(scene, grid: int, box=None) -> list[tuple[object, list[int]]]:
     """Each object of ``scene`` with the raster indices of the code cells its pixels touch."""
     import numpy as np
 
@@ -40,7 +40,7 @@ def object_cells(scene, grid: int) -> list[tuple[object, list[int]]]:
     for obj in scene.objects:
         pixels = np.asarray(render(Scene(scene.background, (obj,))).convert("RGB"), dtype=np.int32)
         background = (pixels == np.array(COLORS[scene.background])).all(-1)
-        out.append((obj, np.flatnonzero(~flat_cells(background, grid).flatten()).tolist()))
+        out.append((obj, np.flatnonzero(~flat_cells(background, grid, box).flatten()).tolist()))
     return out
 
 
@@ -83,7 +83,7 @@ def probe(folder: Path, n: int, split: str, seed: int = 0) -> dict:
                           ("object_codes", ~background & later)):
             hits[key][0] += int(right[mask].sum())
             hits[key][1] += int(mask.sum())
-        for obj, cells in object_cells(sample.scene, vq.grid_size):
+        for obj, cells in object_cells(sample.scene, vq.grid_size, vq.config.input_box):
             o = objects["heldout_key" if is_heldout_key(obj.shape, obj.color, obj.position) else "trained_key"]
             o["objects"] += 1
             o["first_patch_right"] += int(right[cells[0]])
@@ -95,7 +95,7 @@ def probe(folder: Path, n: int, split: str, seed: int = 0) -> dict:
             model, [sequence.input_ids[:start]], grid_hw=tuple(grid.shape), sampling=greedy, given=[int(flat[0])],
             generator=torch.Generator().manual_seed(seed), pad_id=tokenizer.eos_token_id))
         image = vq.decode_batch(drawn.cpu())[0]
-        accepted += judge(to_canvas(image), sample.prompt, partial=True).ok
+        accepted += judge(to_canvas(image, vq.config.input_box), sample.prompt, partial=True).ok
     out = {key: {"right": r, "total": t, "accuracy": r / t if t else float("nan")} for key, (r, t) in hits.items()}
     out["objects"] = objects
     out["oracle_first_code_greedy_accepted"] = {"accepted": accepted, "total": n}

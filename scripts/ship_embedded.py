@@ -100,12 +100,21 @@ def stage_times(summary: dict) -> str:
 
 
 def steps_flag(plan: dict, budget: float) -> str:
-    """`` --stage2-steps N`` when the run overrode the budget's stage-2 step count, else nothing."""
+    """The overrides (``--vq-steps``, ``--vq-restart-share``, ``--stage2-steps``, ``--separators``) that turn
+    the budget's plan into the run's, or nothing."""
     from unix_core.training.embedded import plan_for_budget
 
-    planned = plan_for_budget(budget, seed=plan["seed"]).stage2.steps
-    steps = plan["stage2"]["steps"]
-    return "" if steps == planned else f" --stage2-steps {steps}"
+    planned = plan_for_budget(budget, seed=plan["seed"])
+    flags = ""
+    if plan["vq_steps"] != planned.vq_steps:
+        flags += f" --vq-steps {plan['vq_steps']}"
+    if plan.get("vq_restart_share", 1.0) != planned.vq_restart_share:
+        flags += f" --vq-restart-share {plan['vq_restart_share']:g}"
+    if plan["stage2"]["steps"] != planned.stage2.steps:
+        flags += f" --stage2-steps {plan['stage2']['steps']}"
+    if plan.get("vis_separators", False) != planned.vis_separators:
+        flags += " --separators"
+    return flags
 
 
 def vq_encoder_sentence(plan: dict) -> str:
@@ -119,6 +128,17 @@ def vq_encoder_sentence(plan: dict) -> str:
                 "pixels it covers; trained with object pixels weighted "
                 f"{plan.get('vq_foreground_weight', 1):g}x in the L2 loss." + warmup)
     return "a whole-image taming encoder."
+
+
+def resize_phrase(plan: dict, info: dict) -> str:
+    box, size = plan["vq"].get("input_box"), info["image_size"]
+    if box is None:
+        return f"downscaled to {size} px"
+    pixels = [round(v * 64) for v in box]
+    grid = info["image_grid"][0]
+    cell = f", so each of the world's three 21-px cells is exactly {grid // 3}×{grid // 3} codes" if grid % 3 == 0 else ""
+    return (f"cropped to pixels {pixels[0]}–{pixels[2] - 1} and resampled to {size} px with a "
+            f"{plan['vq'].get('resample', 'lanczos')} filter{cell}")
 
 
 def vision_init_sentence(plan: dict) -> str:
@@ -165,7 +185,7 @@ def write_card(out: Path, unix_run: Path, base_run: Path, bench: dict | None, no
 A tiny Uni-X (Qwen3 backbone, {info['layers']} layers, split {info['split']}: the first {split.split(':')[0]} and
 last {split.split(':')[1]} layers have separate text and vision branches, the middle is shared) trained from scratch
 on the synthetic shapes world (`unix_core/world`, spec in the repository's issue 5). Images are 64×64 scenes
-downscaled to {info['image_size']} px and tokenized by a small taming VQGAN into {info['image_grid'][0]}×{info['image_grid'][1]}
+{resize_phrase(plan, info)} and tokenized by a small taming VQGAN into {info['image_grid'][0]}×{info['image_grid'][1]}
 codes from a codebook of {info['codebook_size']}; the text tokenizer is a byte-level BPE of {info['text_vocab_size']}
 tokens trained on the world's text. Load it with `UniXPipeline.from_pretrained()` or run `python launch.py`.
 

@@ -41,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hidden", type=int, default=None, help="LM width")
     parser.add_argument("--layers", type=int, default=None, help="LM depth")
     parser.add_argument("--stage2-steps", type=int, default=None, help="override the planned stage-2 steps")
+    parser.add_argument("--vq-steps", type=int, default=None, help="override the planned image-tokenizer steps")
+    parser.add_argument("--vq-restart-share", type=float, default=None,
+                        help="stop the tokenizer's dead-code restarts after this share of its steps (default 1.0)")
+    parser.add_argument("--separators", action="store_true",
+                        help="a row-separator token after every row of image codes (official add_sep_for_vis)")
     parser.add_argument("--plan", type=Path, default=None, help="a plan.json to use instead of the budget plan")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 on a shared machine)")
     parser.add_argument("--cpu", action="store_true", help="stay on the CPU even when a GPU is present")
@@ -62,10 +67,16 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     if args.plan is not None:
+        overrides = [f"--{k.replace('_', '-')}" for k in ("split", "hidden", "layers", "stage2_steps", "vq_steps",
+                                                           "vq_restart_share") if getattr(args, k) is not None]
+        overrides += ["--separators"] if args.separators else []
+        if overrides:
+            parser.error(f"--plan fixes every setting; drop {', '.join(overrides)} or edit the plan file")
         plan = EmbeddedPlan.from_dict(json.loads(args.plan.read_text()))
     else:
         plan = plan_for_budget(args.budget_minutes, seed=args.seed, split=args.split, hidden=args.hidden,
-                               layers=args.layers, stage2_steps=args.stage2_steps)
+                               layers=args.layers, stage2_steps=args.stage2_steps, vq_steps=args.vq_steps,
+                               vq_restart_share=args.vq_restart_share, separators=args.separators)
     if (args.out / "plan.json").exists() and not args.resume:
         parser.error(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
 

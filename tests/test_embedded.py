@@ -83,7 +83,7 @@ def test_image_codes_are_local(pipe):
         codes = vq.encode(render(scene)).flatten()
         plain = vq.encode(Image.new("RGB", (CANVAS_SIZE, CANVAS_SIZE), COLORS[scene.background])).flatten()
         pixels = np.asarray(render(scene).convert("RGB")).astype(int)
-        flat = flat_cells(np.abs(pixels - pixels[0, 0]).sum(-1) == 0, vq.grid_size)
+        flat = flat_cells(np.abs(pixels - pixels[0, 0]).sum(-1) == 0, vq.grid_size, vq.config.input_box)
         # "away": the cell and its 8 neighbours are all background (the resize blends neighbouring pixels
         # into a cell's border)
         padded = np.pad(flat, 1, constant_values=True)
@@ -111,7 +111,8 @@ def test_generation_probe_script():
     spec.loader.exec_module(module)
     result = module.probe(folder, 4, "heldout")
     assert result["first_code"]["total"] == 4
-    assert result["background_codes"]["total"] + result["object_codes"]["total"] == 4 * 63
+    grid = UniXPipeline.from_pretrained().image_tokenizer.grid_size
+    assert result["background_codes"]["total"] + result["object_codes"]["total"] == 4 * (grid * grid - 1)
     # measured on 40 prompts: background 98.8%, objects 43.2%, first code 3/40
     assert result["background_codes"]["accuracy"] > 0.9
     assert result["oracle_first_code_greedy_accepted"]["total"] == 4
@@ -138,3 +139,9 @@ def test_object_cells_are_the_cells_an_object_touches():
     assert big == [r * 8 + c for r in range(3) for c in range(3)]
     # a small circle at (32, 32) spans pixels 27..37: rows and columns 3..4
     assert small == [r * 8 + c for r in (3, 4) for c in (3, 4)]
+    # the cell-aligned grid (9 cells of 7 px from pixel 1): every object lies in its own 3x3 block of cells
+    box = (1 / 64, 1 / 64, 1.0, 1.0)
+    (_, big), (_, small) = module.object_cells(scene, 9, box)
+    assert big == [r * 9 + c for r in range(3) for c in range(3)]
+    # pixels 27..37 touch cells 3 (22-28), 4 and 5 (36-42); the circle leaves the corner cells empty
+    assert small == [r * 9 + c for r in (3, 4, 5) for c in (3, 4, 5) if (r, c) not in {(3, 3), (3, 5), (5, 3), (5, 5)}]

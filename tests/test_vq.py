@@ -314,3 +314,64 @@ def test_patchwise_encoder_codes_depend_only_on_their_own_patch(tmp_path):
     assert reloaded.config == config and torch.equal(reloaded.encode_pixels(pixels), tokenizer.encode_pixels(pixels))
     with pytest.raises(ValueError, match="patchwise_encoder must be a bool"):
         dataclasses.replace(config, patchwise_encoder="yes")
+
+
+def test_input_box_and_resample_map_world_cells_to_whole_code_blocks(tmp_path):
+    """The embedded tokenizer's geometry: canvas pixels 1-63 through a box filter to 36 px, so each of the
+    world's 21-px cells is exactly 3x3 codes and an object's pixels (hence codes, with a patchwise encoder)
+    are the same at every grid position, whatever its neighbours."""
+    from unix_core.training.embedded import DEFAULT_VQ
+    from unix_core.vq.preprocess import resize_and_crop
+    from unix_core.world import render
+    from unix_core.world.scene import POSITIONS, Obj, Scene
+
+    assert DEFAULT_VQ.grid_size == 9
+    box, size = DEFAULT_VQ.input_box, DEFAULT_VQ.resolution
+    names = list(POSITIONS)
+    for shape in ("circle", "square", "triangle"):
+        for obj_size in ("small", "large"):
+            blocks = []
+            for index, position in enumerate(names):
+                others = [q for q in names if q != position][index % 3 : index % 3 + 2]
+                scene = Scene("white", (Obj(shape, "red", obj_size, position),
+                                        *(Obj("square", "blue", "large", q) for q in others)))
+                pixels = np.asarray(resize_and_crop(render(scene), size, box=box, resample=DEFAULT_VQ.resample))
+                row, col = divmod(index, 3)
+                blocks.append(pixels[12 * row : 12 * row + 12, 12 * col : 12 * col + 12])
+            assert all(np.array_equal(b, blocks[0]) for b in blocks), (shape, obj_size)
+            assert (blocks[0] != np.array([245, 245, 245])).any()  # the object is in its block
+    # the official path is untouched: lanczos without a box equals resize + centre crop
+    image = render(Scene("black", (Obj("circle", "red", "large", "center"),)))
+    assert np.array_equal(np.asarray(resize_and_crop(image, 36)),
+                          np.asarray(image.resize((36, 36), Image.LANCZOS)))
+    assert not np.array_equal(np.asarray(resize_and_crop(image, 36, resample="box")),
+                              np.asarray(resize_and_crop(image, 36)))
+    with pytest.raises(ValueError, match="resample must be one of"):
+        resize_and_crop(image, 36, resample="nearest")
+
+
+def test_input_box_config_validation_and_round_trips(tmp_path):
+    config = VQConfig(embed_dim=8, n_embed=16, ch=32, ch_mult=(1, 1), num_res_blocks=1, z_channels=8,
+                      resolution=8, input_box=[0.25, 0, 1, 0.75], resample="box")
+    assert config.input_box == (0.25, 0.0, 1.0, 0.75)
+    assert VQConfig.from_dict(config.to_dict()) == config
+    assert VQConfig.from_taming_params(config.to_taming_params()) == config
+    tokenizer = VQImageTokenizer.from_config(config, seed=0)
+    tokenizer.save_pretrained(tmp_path / "n")
+    assert VQImageTokenizer.from_pretrained(tmp_path / "n").config == config
+    # the tokenizer preprocesses through the box: only the box's pixels matter
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    outside = base.copy()
+    outside[:, :4] = 0  # left quarter, outside the box
+    outside[12:] = 255  # bottom quarter
+    assert torch.equal(tokenizer.preprocess(Image.fromarray(base)), tokenizer.preprocess(Image.fromarray(outside)))
+    inside = base.copy()
+    inside[6, 8] = 255 - inside[6, 8]
+    assert not torch.equal(tokenizer.preprocess(Image.fromarray(base)), tokenizer.preprocess(Image.fromarray(inside)))
+    for bad, match in [((0, 0, 1), "4 numbers"), ((0.5, 0, 0.5, 1), "left < right"), ((0, 0, 1, 1.5), "left < right"),
+                       ("0011", "fractions"), ((0, 0, True, 1), "4 numbers")]:
+        with pytest.raises(ValueError, match=match):
+            dataclasses.replace(config, input_box=bad)
+    with pytest.raises(ValueError, match="resample must be one of"):
+        dataclasses.replace(config, resample="bicubic")

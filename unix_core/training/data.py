@@ -250,18 +250,15 @@ def vq_scene_encoder(vq) -> SceneEncoder:
     return encode
 
 
-def to_canvas(image):
+def to_canvas(image, box=None):
     """A decoded image at the world's 64x64 canvas size: nearest-neighbour when the tokenizer's size divides
     it, else bicubic (scenes sent through a 24 px resize come back judge-readable 300/300 bicubic, 293/300
-    nearest)."""
-    from PIL import Image
-
+    nearest). ``box`` is the tokenizer's ``VQConfig.input_box``: the decoded image covers only that part of
+    the canvas (`unix_core.vq.preprocess.canvas_from_decoded`)."""
+    from unix_core.vq.preprocess import canvas_from_decoded
     from unix_core.world import CANVAS_SIZE
 
-    if image.size == (CANVAS_SIZE, CANVAS_SIZE):
-        return image
-    exact = image.width == image.height and CANVAS_SIZE % image.width == 0
-    return image.resize((CANVAS_SIZE, CANVAS_SIZE), Image.NEAREST if exact else Image.BICUBIC)
+    return canvas_from_decoded(image, CANVAS_SIZE, box)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -121,7 +121,7 @@ class Evaluator:
             grid = _drain_image(generate_image_stream(
                 self.model, [prompts[i] for i in rows], grid_hw=self.grid_hw, sampling=sampling,
                 unconditional=uncond, generator=generator, pad_id=self.eos))
-            images += [to_canvas(im) for im in self.vq.decode_batch(grid.cpu())]
+            images += [to_canvas(im, self.vq.config.input_box) for im in self.vq.decode_batch(grid.cpu())]
         return images
 
     # ----------------------------------------------------------------------------------------------

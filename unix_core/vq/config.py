@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 GROUPNORM_GROUPS = 32
 ATTN_TYPES = ("vanilla", "none")
+RESAMPLE_FILTERS = ("lanczos", "box")
 
 # VQModel.__init__ arguments that only matter for taming's trainer or logger.
 _TAMING_IGNORED_PARAMS = frozenset(
@@ -67,6 +68,13 @@ class VQConfig:
     # so that a code depends only on the pixels it covers. Our embedded model uses it: flat colour always
     # gets the same code, which an LM can predict. Taming ignores the key and would encode with context.
     patchwise_encoder: bool = False
+    # Not taming fields either: which part of the official centre-cropped square is resized to `resolution`
+    # (fractions left, top, right, bottom; None = all of it) and with which PIL filter. The embedded model
+    # uses (1/64, 1/64, 1, 1) with "box": the shapes world's three 21-px cells of a 64-px canvas
+    # (pixels 1-21, 22-42, 43-63) then map to exactly 3x3 codes each, so an object's codes no longer depend
+    # on where it sits (a box filter also never blends pixels across a cell edge).
+    input_box: tuple[float, float, float, float] | None = None
+    resample: str = "lanczos"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ch_mult", _int_tuple("ch_mult", self.ch_mult))
@@ -92,6 +100,10 @@ class VQConfig:
         for name in ("resamp_with_conv", "tanh_out", "patchwise_encoder"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"VQConfig.{name} must be a bool, got {getattr(self, name)!r}")
+        if self.resample not in RESAMPLE_FILTERS:
+            raise ValueError(f"VQConfig.resample must be one of {RESAMPLE_FILTERS}, got {self.resample!r}")
+        if self.input_box is not None:
+            object.__setattr__(self, "input_box", _input_box(self.input_box))
 
     @property
     def downsample_factor(self) -> int:
@@ -108,6 +120,8 @@ class VQConfig:
         out = dataclasses.asdict(self)
         out["ch_mult"] = list(self.ch_mult)
         out["attn_resolutions"] = list(self.attn_resolutions)
+        if self.input_box is not None:
+            out["input_box"] = list(self.input_box)
         return out
 
     @classmethod
@@ -143,6 +157,10 @@ class VQConfig:
             ddconfig["tanh_out"] = True
         if self.patchwise_encoder:
             ddconfig["patchwise_encoder"] = True
+        if self.input_box is not None:
+            ddconfig["input_box"] = list(self.input_box)
+        if self.resample != "lanczos":
+            ddconfig["resample"] = self.resample
         return {"embed_dim": self.embed_dim, "n_embed": self.n_embed, "ddconfig": ddconfig}
 
     @classmethod
@@ -177,7 +195,8 @@ class VQConfig:
         missing = [k for k in required_dd if k not in dd]
         if missing:
             raise ValueError(f"vqgan.yaml ddconfig lacks {missing}")
-        optional_dd = {"dropout", "resamp_with_conv", "attn_type", "tanh_out", "patchwise_encoder"}
+        optional_dd = {"dropout", "resamp_with_conv", "attn_type", "tanh_out", "patchwise_encoder", "input_box",
+                       "resample"}
         unknown = sorted(set(dd) - set(required_dd) - optional_dd - set(_DDCONFIG_DEFAULT_ONLY))
         if unknown:
             logger.warning("ignoring unknown vqgan.yaml ddconfig fields %s", unknown)
@@ -192,3 +211,17 @@ def _int_tuple(name: str, value: Any) -> tuple[int, ...]:
     if any(isinstance(v, bool) or not isinstance(v, int) for v in items):
         raise ValueError(f"VQConfig.{name} must be a list of integers, got {list(items)!r}")
     return items
+
+
+def _input_box(value: Any) -> tuple[float, float, float, float]:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ValueError(f"VQConfig.input_box must be [left, top, right, bottom] fractions, got {value!r}")
+    items = tuple(value)
+    if len(items) != 4 or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in items):
+        raise ValueError(f"VQConfig.input_box must be 4 numbers [left, top, right, bottom], got {list(items)!r}")
+    left, top, right, bottom = (float(v) for v in items)
+    if not (0.0 <= left < right <= 1.0 and 0.0 <= top < bottom <= 1.0):
+        raise ValueError(
+            f"VQConfig.input_box must satisfy 0 <= left < right <= 1 and 0 <= top < bottom <= 1, got {list(items)!r}"
+        )
+    return left, top, right, bottom

@@ -22,21 +22,58 @@ def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
     return round(scale * width), round(scale * height)
 
 
-def resize_and_crop(image: Image.Image, size: int, *, max_resized_pixels: int | None = None) -> Image.Image:
+FILTERS = {"lanczos": Image.LANCZOS, "box": Image.BOX}
+
+
+def resize_and_crop(
+    image: Image.Image,
+    size: int,
+    *,
+    max_resized_pixels: int | None = None,
+    box: tuple[float, float, float, float] | None = None,
+    resample: str = "lanczos",
+) -> Image.Image:
     """RGB image -> `size` x `size` RGB image (official resize + centre crop).
 
     When the intermediate resized image would exceed `max_resized_pixels` (extreme aspect ratios),
     only the crop window is resampled (PIL's `box`): the filter taps are the same, so the result
     equals the official one up to float rounding of the filter weights (at most 1/255 in rare pixels).
+
+    `box` (fractions left, top, right, bottom of the official centre-crop square) and `resample`
+    ("lanczos" or "box") are `VQConfig.input_box` / `VQConfig.resample`: when either differs from the
+    official default, that part of the square is resampled straight from the source pixels.
     """
+    if resample not in FILTERS:
+        raise ValueError(f"resample must be one of {sorted(FILTERS)}, got {resample!r}")
     new_width, new_height = resized_size(image.width, image.height, size)
     x0, y0 = (new_width - size) // 2, (new_height - size) // 2
+    sx, sy = image.width / new_width, image.height / new_height
+    if box is not None or resample != "lanczos":
+        left, top, right, bottom = box if box is not None else (0.0, 0.0, 1.0, 1.0)
+        side_x, side_y = size * sx, size * sy
+        source = (x0 * sx + left * side_x, y0 * sy + top * side_y, x0 * sx + right * side_x, y0 * sy + bottom * side_y)
+        return image.resize((size, size), FILTERS[resample], box=source)
     if max_resized_pixels is not None and new_width * new_height > max_resized_pixels:
-        sx, sy = image.width / new_width, image.height / new_height
-        box = (x0 * sx, y0 * sy, (x0 + size) * sx, (y0 + size) * sy)
-        return image.resize((size, size), Image.LANCZOS, box=box)
+        return image.resize((size, size), Image.LANCZOS, box=(x0 * sx, y0 * sy, (x0 + size) * sx, (y0 + size) * sy))
     resized = image.resize((new_width, new_height), Image.LANCZOS)
     return resized.crop((x0, y0, x0 + size, y0 + size))
+
+
+def canvas_from_decoded(image: Image.Image, canvas: int, box: tuple[float, float, float, float] | None) -> Image.Image:
+    """A decoded `S` x `S` image back on a `canvas` x `canvas` square: the inverse of `resize_and_crop` for a
+    square source. Without a box it is a plain resize (nearest-neighbour when `S` divides `canvas`, else
+    bicubic); with one, the image fills the box's pixels and the strips outside it repeat its edge pixels."""
+    if box is None:
+        if image.size == (canvas, canvas):
+            return image
+        exact = image.width == image.height and canvas % image.width == 0
+        return image.resize((canvas, canvas), Image.NEAREST if exact else Image.BICUBIC)
+    left, top, right, bottom = (round(v * canvas) for v in box)
+    width, height = right - left, bottom - top
+    exact = width % image.width == 0 and height % image.height == 0
+    inner = np.asarray(image.resize((width, height), Image.NEAREST if exact else Image.BICUBIC))
+    padded = np.pad(inner, ((top, canvas - bottom), (left, canvas - right), (0, 0)), mode="edge")
+    return Image.fromarray(padded)
 
 
 def image_to_tensor(image: Image.Image) -> torch.Tensor:

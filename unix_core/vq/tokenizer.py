@@ -114,7 +114,8 @@ class VQImageTokenizer:
         """Any image source -> (1, 3, size, size) float32 CPU tensor in [-1, 1] (official pipeline)."""
         size = self._check_size(size)
         rgb = to_rgb8(load_image(image, max_pixels=self.max_image_pixels))
-        return image_to_tensor(resize_and_crop(rgb, size, max_resized_pixels=self.max_image_pixels))
+        return image_to_tensor(resize_and_crop(rgb, size, max_resized_pixels=self.max_image_pixels,
+                                               box=self.config.input_box, resample=self.config.resample))
 
     @torch.inference_mode()
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:

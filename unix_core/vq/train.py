@@ -283,7 +283,8 @@ def training_tensor(images: torch.Tensor | Iterable[ImageSource], config: VQConf
         if images.numel() and (images.min() < -1 or images.max() > 1):
             raise ValueError("float training images must lie in [-1, 1]")
         return images.detach().to("cpu", torch.float32)
-    tensors = [image_to_tensor(resize_and_crop(to_rgb8(load_image(item)), size)) for item in images]
+    tensors = [image_to_tensor(resize_and_crop(to_rgb8(load_image(item)), size, box=config.input_box,
+                                               resample=config.resample)) for item in images]
     if not tensors:
         raise ValueError("no training images")
     return torch.cat(tensors)
