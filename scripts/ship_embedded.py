@@ -135,10 +135,8 @@ def resize_phrase(plan: dict, info: dict) -> str:
     if box is None:
         return f"downscaled to {size} px"
     pixels = [round(v * 64) for v in box]
-    grid = info["image_grid"][0]
-    cell = f", so each of the world's three 21-px cells is exactly {grid // 3}×{grid // 3} codes" if grid % 3 == 0 else ""
-    return (f"cropped to pixels {pixels[0]}–{pixels[2] - 1} and resampled to {size} px with a "
-            f"{plan['vq'].get('resample', 'lanczos')} filter{cell}")
+    return (f"cropped to pixels {pixels[0]}–{pixels[2] - 1}, resampled to {size} px with a "
+            f"{plan['vq'].get('resample', 'lanczos')} filter,")
 
 
 def vision_init_sentence(plan: dict) -> str:
@@ -153,8 +151,9 @@ def flat_sentence(vq_report: dict) -> str:
     if not flat:
         return ""
     codes = [v["codes"] for v in flat["per_colour"].values()]
+    count = "1 distinct code" if max(codes) == 1 else f"{min(codes)}–{max(codes)} distinct codes"
     return (f"Flat background patches: {flat['mean_entropy_bits']:.2f} bits of code entropy per patch, "
-            f"{min(codes)}–{max(codes)} distinct codes per background colour ({flat['scenes']} training scenes).")
+            f"{count} per background colour ({flat['scenes']} training scenes).")
 
 
 def bench_table(bench: dict) -> str:

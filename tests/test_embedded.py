@@ -35,7 +35,7 @@ def test_assets_are_complete_and_under_40_mb():
 def test_loads_with_no_argument_using_the_shipped_palette(monkeypatch, tmp_path):
     monkeypatch.setenv("UNIX_STUDIO_CACHE", str(tmp_path))
     info = UniXPipeline.from_pretrained().describe()
-    assert info["family"] == "shapes" and info["image_grid"] == [8, 8] and info["parameters"]["vision_branch"] > 0
+    assert info["family"] == "shapes" and info["image_grid"] == [9, 9] and info["parameters"]["vision_branch"] > 0
     assert not list(tmp_path.iterdir()), "the palette was built instead of read from the shipped file"
 
 
@@ -46,17 +46,17 @@ def scenes():
 
 
 def test_answers_background_and_count_questions_on_held_out_scenes(pipe, scenes):
-    # Measured when shipped: 12/12 and 9/12 (70/80 counts on 80 other held-out scenes); a model that guesses
+    # Measured when shipped: 12/12 and 12/12; a model that guesses
     # gets about 1.5 and 4.
     right = sum(pipe.answer(render(s), "what is the background color?") == s.background for s in scenes)
     assert right >= 10, f"{right}/12 background colours right"
     words = {1: "one", 2: "two", 3: "three"}
     counted = sum(pipe.answer(render(s), "how many shapes are there?") == words[len(s.objects)] for s in scenes)
-    assert counted >= 8, f"{counted}/12 counts right"
+    assert counted >= 10, f"{counted}/12 counts right"
 
 
 def test_captions_follow_the_grammar_and_name_the_background(pipe):
-    # Measured when shipped: 12/12 parse and name the right background, 3/12 exact (57/100 on the model card's
+    # Measured when shipped: 12/12 parse and name the right background, 12/12 exact (98/100 on the model card's
     # held-out set).
     samples = list(caption_samples(12, seed=5, split="heldout"))
     captions = [pipe.caption(render(s.scene)) for s in samples]
@@ -65,7 +65,7 @@ def test_captions_follow_the_grammar_and_name_the_background(pipe):
     right = sum(c.endswith(f" on a {s.scene.background} background") for c, s in zip(captions, samples))
     assert right >= 10, f"{right}/12 captions name the right background"
     exact = sum(c == s.caption for c, s in zip(captions, samples))
-    assert exact >= 2, f"{exact}/12 captions exact: {captions}"
+    assert exact >= 9, f"{exact}/12 captions exact: {captions}"
 
 
 def test_image_codes_are_local(pipe):
@@ -113,7 +113,7 @@ def test_generation_probe_script():
     assert result["first_code"]["total"] == 4
     grid = UniXPipeline.from_pretrained().image_tokenizer.grid_size
     assert result["background_codes"]["total"] + result["object_codes"]["total"] == 4 * (grid * grid - 1)
-    # measured on 40 prompts: background 98.8%, objects 43.2%, first code 3/40
+    # measured on 40 prompts: background 100.0%, objects 85.3%, first code 11/40
     assert result["background_codes"]["accuracy"] > 0.9
     assert result["oracle_first_code_greedy_accepted"]["total"] == 4
     objects = result["objects"]

@@ -53,6 +53,12 @@ def codes(pipe) -> int:
     return pipe.grid_hw[0] * pipe.grid_hw[1]
 
 
+def image_tokens(pipe) -> int:
+    """Codes plus the row separators a checkpoint with the official add_sep_for_vis layout puts after each row."""
+    separator = pipe.model.config.separator
+    return codes(pipe) + (codes(pipe) // separator[1] if separator else 0)
+
+
 def layer_kinds(pipe) -> list[str]:
     cfg = pipe.model.config
     return ["split" if cfg.is_split_depth(d) else "shared" for d in range(cfg.num_hidden_layers)]
@@ -282,11 +288,14 @@ def test_png_without_card_is_rejected(tmp_path):
 def test_routing_view_colours_each_token_by_branch(pipe):
     ids, title = routing.sequence_for(pipe, routing.MODE_GENERATE, PROMPT, picture(PROMPT))
     prompt_len = len(pipe.builder.render(pipe.templates.text_to_image, {"prompt": PROMPT}, []).ids)
-    assert len(ids) == prompt_len + codes(pipe) and min(ids[prompt_len:]) >= pipe.model.config.real_text_vocab_size
+    assert len(ids) == prompt_len + image_tokens(pipe)
+    separator = pipe.model.config.separator
+    image = [i for i in ids[prompt_len:] if not (separator and i == separator[0])]
+    assert len(image) == codes(pipe) and min(image) >= pipe.model.config.real_text_vocab_size
     trace = pipe.trace(ids)
     view = build_view(trace, pipe.token_labels(ids), title=title)
     assert list(view.stats["layer"]) == layer_kinds(pipe)
-    assert view.stats["vision tok"][0] == codes(pipe) + 1 and view.stats["text tok"][0] == prompt_len - 1
+    assert view.stats["vision tok"][0] == image_tokens(pipe) + 1 and view.stats["text tok"][0] == prompt_len - 1
     assert set(view.norms["modality"]) == {"text", "vision"} and len(view.tokens) == len(ids)
     # Sample the cell centres of depth 0 (split) and the first shared depth for a text and a vision token.
     shared = layer_kinds(pipe).index("shared")
