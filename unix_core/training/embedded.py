@@ -116,9 +116,10 @@ class EmbeddedPlan:
     # caption 1 -> 6, VQA 56 -> 54, few-shot 59 -> 67; teacher-forced object codes 12.5% -> 12.7% (2026-12-01).
     vision_init: str = "palette"
     # Row separators (the official add_sep_for_vis layout): a <|vision_pad|> token after every row of codes,
-    # counted as vision and forced during generation, so the LM sees where each row of the grid starts. Off:
-    # 2,000 steps at lr 2e-3, without -> with: caption 6 -> 4, VQA 58 -> 56, few-shot 71 -> 69 (n = 100),
-    # teacher-forced object codes 16.2% -> 15.7%, first patch of an object right 4% either way (2026-12-01).
+    # counted as vision and forced during generation, so the LM sees where each row of the grid starts. Off by
+    # default (on the 8x8 grid, 2,000 steps at lr 2e-3, without -> with: caption 6 -> 4, VQA 58 -> 56,
+    # few-shot 71 -> 69); the shipped model turns them on (`train_embedded.py --separators`) with the 9x9
+    # grid and the 4,200-step tokenizer: 1/81/72/0/95 -> 0/98/78/0/98 held out (both changed at once).
     vis_separators: bool = False
 
     def __post_init__(self) -> None:
