@@ -316,7 +316,7 @@ def test_patchwise_encoder_codes_depend_only_on_their_own_patch(tmp_path):
         dataclasses.replace(config, patchwise_encoder="yes")
 
 
-def test_input_box_and_resample_map_world_cells_to_whole_code_blocks(tmp_path):
+def test_input_box_and_resample_map_world_cells_to_whole_code_blocks():
     """The embedded tokenizer's geometry: canvas pixels 1-63 through a box filter to 36 px, so each of the
     world's 21-px cells is exactly 3x3 codes and an object's pixels (hence codes, with a patchwise encoder)
     are the same at every grid position, whatever its neighbours."""
