@@ -47,30 +47,26 @@ def resize_and_crop(
         raise ValueError(f"resample must be one of {sorted(FILTERS)}, got {resample!r}")
     new_width, new_height = resized_size(image.width, image.height, size)
     x0, y0 = (new_width - size) // 2, (new_height - size) // 2
+    over_cap = max_resized_pixels is not None and new_width * new_height > max_resized_pixels
+    if box is None and resample == "lanczos" and not over_cap:
+        resized = image.resize((new_width, new_height), Image.LANCZOS)
+        return resized.crop((x0, y0, x0 + size, y0 + size))
+    # resample only the crop window (or the part of it that `box` names) straight from the source pixels
+    left, top, right, bottom = box if box is not None else (0.0, 0.0, 1.0, 1.0)
     sx, sy = image.width / new_width, image.height / new_height
-    if box is not None or resample != "lanczos":
-        left, top, right, bottom = box if box is not None else (0.0, 0.0, 1.0, 1.0)
-        side_x, side_y = size * sx, size * sy
-        source = (x0 * sx + left * side_x, y0 * sy + top * side_y, x0 * sx + right * side_x, y0 * sy + bottom * side_y)
-        return image.resize((size, size), FILTERS[resample], box=source)
-    if max_resized_pixels is not None and new_width * new_height > max_resized_pixels:
-        return image.resize((size, size), Image.LANCZOS, box=(x0 * sx, y0 * sy, (x0 + size) * sx, (y0 + size) * sy))
-    resized = image.resize((new_width, new_height), Image.LANCZOS)
-    return resized.crop((x0, y0, x0 + size, y0 + size))
+    source = ((x0 + left * size) * sx, (y0 + top * size) * sy, (x0 + right * size) * sx, (y0 + bottom * size) * sy)
+    return image.resize((size, size), FILTERS[resample], box=source)
 
 
 def canvas_from_decoded(image: Image.Image, canvas: int, box: tuple[float, float, float, float] | None) -> Image.Image:
     """A decoded `S` x `S` image back on a `canvas` x `canvas` square: the inverse of `resize_and_crop` for a
     square source. Without a box it is a plain resize (nearest-neighbour when `S` divides `canvas`, else
     bicubic); with one, the image fills the box's pixels and the strips outside it repeat its edge pixels."""
-    if box is None:
-        if image.size == (canvas, canvas):
-            return image
-        exact = image.width == image.height and canvas % image.width == 0
-        return image.resize((canvas, canvas), Image.NEAREST if exact else Image.BICUBIC)
-    left, top, right, bottom = (round(v * canvas) for v in box)
+    left, top, right, bottom = (round(v * canvas) for v in (box if box is not None else (0.0, 0.0, 1.0, 1.0)))
     width, height = right - left, bottom - top
-    exact = width % image.width == 0 and height % image.height == 0
+    if image.size == (width, height) == (canvas, canvas):
+        return image
+    exact = width % image.width == 0 and height % image.height == 0 and width * image.height == height * image.width
     inner = np.asarray(image.resize((width, height), Image.NEAREST if exact else Image.BICUBIC))
     padded = np.pad(inner, ((top, canvas - bottom), (left, canvas - right), (0, 0)), mode="edge")
     return Image.fromarray(padded)
