@@ -100,7 +100,7 @@ def _parses(caption: str) -> bool:
     return True
 
 
-def test_generation_probe_script():
+def test_generation_probe_script(pipe):
     """`scripts/probe_generation.py` splits teacher-forced code accuracy by kind of patch (model card figures)."""
     import importlib.util
 
@@ -111,7 +111,7 @@ def test_generation_probe_script():
     spec.loader.exec_module(module)
     result = module.probe(folder, 4, "heldout")
     assert result["first_code"]["total"] == 4
-    grid = UniXPipeline.from_pretrained().image_tokenizer.grid_size
+    grid = pipe.image_tokenizer.grid_size
     assert result["background_codes"]["total"] + result["object_codes"]["total"] == 4 * (grid * grid - 1)
     # measured on 40 prompts: background 100.0%, objects 85.3%, first code 11/40
     assert result["background_codes"]["accuracy"] > 0.9

@@ -54,9 +54,8 @@ def codes(pipe) -> int:
 
 
 def image_tokens(pipe) -> int:
-    """Codes plus the row separators a checkpoint with the official add_sep_for_vis layout puts after each row."""
-    separator = pipe.model.config.separator
-    return codes(pipe) + (codes(pipe) // separator[1] if separator else 0)
+    """Tokens of one image in a sequence: its codes plus any row separators (official add_sep_for_vis)."""
+    return len(pipe.builder.code_ids(torch.zeros(pipe.grid_hw, dtype=torch.long)))
 
 
 def layer_kinds(pipe) -> list[str]:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 pytest.importorskip("gradio_client")
@@ -206,9 +207,8 @@ def test_routing_traces_an_input(client, shape_png, pipe):
     layers = pipe.model.config.num_hidden_layers
     cfg = pipe.model.config
     a, b = cfg.num_vision_encode_layers, cfg.num_vision_decode_layers
-    codes = pipe.grid_hw[0] * pipe.grid_hw[1]
-    separators = codes // cfg.separator[1] if cfg.separator else 0  # official add_sep_for_vis: one per row
-    assert len(raw["depths"]) == layers and raw["modalities"].count("vision") == codes + separators + 1
+    image_tokens = len(pipe.builder.code_ids(torch.zeros(pipe.grid_hw, dtype=torch.long)))  # codes + separators
+    assert len(raw["depths"]) == layers and raw["modalities"].count("vision") == image_tokens + 1
     assert f"Layers: {layers} = first {a} split · {layers - a - b} shared · last {b} split" in summary
     kinds = ["split" if cfg.is_split_depth(d) else "shared" for d in range(layers)]
     assert [row[1] for row in stats["data"]] == kinds
