@@ -100,8 +100,8 @@ def stage_times(summary: dict) -> str:
 
 
 def steps_flag(plan: dict, budget: float) -> str:
-    """The overrides (``--vq-steps``, ``--vq-restart-share``, ``--stage2-steps``, ``--separators``) that turn
-    the budget's plan into the run's, or nothing."""
+    """The overrides (``--vq-steps``, ``--vq-restart-share``, ``--stage2-steps``, ``--separators`` and the
+    stage-2 loss options) that turn the budget's plan into the run's, or nothing."""
     from unix_core.training.embedded import plan_for_budget
 
     planned = plan_for_budget(budget, seed=plan["seed"])
@@ -114,6 +114,13 @@ def steps_flag(plan: dict, budget: float) -> str:
         flags += f" --stage2-steps {plan['stage2']['steps']}"
     if plan.get("vis_separators", False) != planned.vis_separators:
         flags += " --separators"
+    stage2 = plan["stage2"]
+    if stage2.get("change_weight", 1.0) != planned.stage2.change_weight:
+        flags += f" --change-weight {stage2['change_weight']:g}"
+    if stage2.get("image_noise", 0.0) != planned.stage2.image_noise:
+        flags += f" --image-noise {stage2['image_noise']:g}"
+    if stage2.get("task_weights", {}) != planned.stage2.task_weights:
+        flags += "".join(f" --task-weight {task}={weight:g}" for task, weight in stage2.get("task_weights", {}).items())
     return flags
 
 

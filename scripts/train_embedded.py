@@ -31,6 +31,20 @@ def parse_split(text: str) -> tuple[int, int]:
     return a, b
 
 
+def parse_task_weight(text: str) -> tuple[str, float]:
+    from unix_core.training.data import TASKS
+
+    task, _, weight = text.partition("=")
+    try:
+        value = float(weight)
+    except ValueError:
+        value = None
+    if task not in TASKS or value is None or value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"--task-weight must look like TASK=WEIGHT with TASK one of {', '.join(TASKS)} and WEIGHT > 0, got {text!r}")
+    return task, value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path, help="run folder (created)")
@@ -46,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="stop the tokenizer's dead-code restarts after this share of its steps (default 1.0)")
     parser.add_argument("--separators", action="store_true",
                         help="a row-separator token after every row of image codes (official add_sep_for_vis)")
+    parser.add_argument("--change-weight", type=float, default=None,
+                        help="stage-2 loss weight of image codes that differ from the code before them (default 1)")
+    parser.add_argument("--image-noise", type=float, default=None,
+                        help="stage 2: share of generated image codes replaced by random ones in the input (default 0)")
+    parser.add_argument("--task-weight", type=parse_task_weight, action="append", default=None,
+                        help="stage-2 loss weight of one task's trained tokens, e.g. vqa=8 (repeatable)")
     parser.add_argument("--plan", type=Path, default=None, help="a plan.json to use instead of the budget plan")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 on a shared machine)")
     parser.add_argument("--cpu", action="store_true", help="stay on the CPU even when a GPU is present")
@@ -68,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     if args.plan is not None:
         overrides = [f"--{k.replace('_', '-')}" for k in ("split", "hidden", "layers", "stage2_steps", "vq_steps",
-                                                           "vq_restart_share") if getattr(args, k) is not None]
+                                                           "vq_restart_share", "change_weight", "image_noise",
+                                                           "task_weight") if getattr(args, k) is not None]
         overrides += ["--separators"] if args.separators else []
         if overrides:
             parser.error(f"--plan fixes every setting; drop {', '.join(overrides)} or edit the plan file")
@@ -76,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         plan = plan_for_budget(args.budget_minutes, seed=args.seed, split=args.split, hidden=args.hidden,
                                layers=args.layers, stage2_steps=args.stage2_steps, vq_steps=args.vq_steps,
-                               vq_restart_share=args.vq_restart_share, separators=args.separators)
+                               vq_restart_share=args.vq_restart_share, separators=args.separators,
+                               change_weight=args.change_weight, image_noise=args.image_noise,
+                               task_weights=None if args.task_weight is None else dict(args.task_weight))
     if (args.out / "plan.json").exists() and not args.resume:
         parser.error(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
 

@@ -277,6 +277,11 @@ def test_pipeline_writes_a_loadable_checkpoint_and_resumes_identically(tmp_path)
     shutil.copytree(tmp_path / "a", tmp_path / "b", ignore=shutil.ignore_patterns("stage2", "checkpoint"))
     stopped = run_plan(plan, tmp_path / "b", make_accelerator=accelerator, time_limit_s=0.0)
     assert stopped.name == "stage2" and not (tmp_path / "b" / "checkpoint").exists()
+    # a plan.json written before the stage-2 loss options existed still names the same plan
+    saved = json.loads((tmp_path / "b" / "plan.json").read_text())
+    for key in ("change_weight", "image_noise", "task_weights"):
+        del saved["stage2"][key]
+    (tmp_path / "b" / "plan.json").write_text(json.dumps(saved))
     resumed = run_plan(plan, tmp_path / "b", make_accelerator=accelerator)
     a, b = load_file(str(folder / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -446,3 +451,81 @@ def test_budget_plan_overrides_and_the_card_command_repeats_them():
     assert module.steps_flag(base.to_dict(), 70) == ""
     assert module.steps_flag(plan.to_dict(), 70) == (
         " --vq-steps 4200 --vq-restart-share 0.7 --stage2-steps 5000 --separators")
+    weighted = plan_for_budget(70, change_weight=3, image_noise=0.1, task_weights={"vqa": 8})
+    assert (weighted.stage2.change_weight, weighted.stage2.image_noise, weighted.stage2.task_weights) == (3, 0.1, {"vqa": 8})
+    assert module.steps_flag(weighted.to_dict(), 70) == " --change-weight 3 --image-noise 0.1 --task-weight vqa=8"
+
+
+def test_change_weights_mark_codes_that_differ_from_the_code_before():
+    from unix_core.training.train_lm import image_code_weights
+
+    ig, sep, eos = IGNORE, 3, 0  # codes are ids 5..9; one separator may sit between two codes
+    labels = torch.tensor([[ig, ig, 5, 5, sep, 5, 6, 6, sep, 7, eos]])
+    weights = image_code_weights(labels, (5, 10), 4.0)
+    assert weights.tolist() == [[1, 1, 4, 1, 1, 1, 4, 1, 1, 4, 1]]
+    assert image_code_weights(labels, (5, 10), 1.0).eq(1).all()
+
+
+def test_image_noise_changes_only_generated_codes_and_is_seeded():
+    from unix_core.training.train_lm import noisy_image_inputs
+
+    ids = torch.tensor([[1, 5, 6, 2, 7, 7, 7, 7, 7, 7, 7, 7, 0] * 20])
+    labels = ids.clone()
+    labels[:, :4] = IGNORE  # an input image (not trained) followed by generated codes
+    labels[:, 12::13] = IGNORE
+    noisy = noisy_image_inputs(ids, labels, (5, 10), 0.5, torch.Generator().manual_seed(0))
+    changed = noisy != ids
+    assert changed.any() and not changed[labels == IGNORE].any() and not changed[(labels < 5) | (labels >= 10)].any()
+    assert ((noisy >= 5) & (noisy < 10))[changed].all()
+    assert torch.equal(noisy, noisy_image_inputs(ids, labels, (5, 10), 0.5, torch.Generator().manual_seed(0)))
+    assert torch.equal(noisy_image_inputs(ids, labels, (5, 10), 0.0, torch.Generator().manual_seed(0)), ids)
+
+
+def test_training_with_image_options_needs_the_code_range_and_resumes_identically(builder, tmp_path):
+    from accelerate import Accelerator
+
+    from unix_core.convert import convert_qwen_to_unix
+    from unix_core.training.embedded import EmbeddedPlan, LMShape, stage1_model
+    from unix_core.training.train_lm import TrainConfig, train_lm
+
+    seqs = build_mix(builder, fake_encoder, MixConfig(text_to_image=4, caption=1, vqa=1, edit=2, fewshot=0, text=1))
+    plan = EmbeddedPlan(lm=LMShape(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1,
+                                   intermediate_size=64, split=(1, 1)))
+
+    def model():
+        torch.manual_seed(0)
+        return convert_qwen_to_unix(stage1_model(plan, builder.tokenizer), num_vision_encode_layers=1,
+                                    num_vision_decode_layers=1, vision_vocab_size=N_CODES,
+                                    tokenizer=builder.tokenizer).train()
+
+    first = len(builder.tokenizer)
+    config = TrainConfig(steps=4, max_tokens=600, lr=1e-2, warmup_steps=1, log_every=1, checkpoint_every=2,
+                         change_weight=4.0, image_noise=0.2, task_weights={"vqa": 8.0})
+    with pytest.raises(ValueError, match="image-code id range"):
+        train_lm(model(), seqs, config, work_dir=tmp_path / "x", accelerator=Accelerator(cpu=True),
+                 pad_id=builder.eos_id)
+    kwargs = dict(accelerator=Accelerator(cpu=True), pad_id=builder.eos_id, image_codes=(first, first + N_CODES))
+    whole = train_lm(model(), seqs, config, work_dir=tmp_path / "a", **kwargs)
+    assert all(torch.isfinite(torch.tensor(loss)) for _, loss in whole.train_loss)
+    stopped = train_lm(model(), seqs, config, work_dir=tmp_path / "b", time_limit_s=0, **kwargs)
+    assert stopped.step == 1
+    resumed = train_lm(model(), seqs, config, work_dir=tmp_path / "b", **kwargs)
+    assert [round(x, 5) for _, x in resumed.train_loss] == [round(x, 5) for _, x in whole.train_loss]
+    with pytest.raises(ValueError, match="change_weight"):
+        TrainConfig(steps=1, change_weight=0.0)
+    with pytest.raises(ValueError, match="task_weights"):
+        TrainConfig(steps=1, task_weights={"vqa": 0.0})
+
+
+def test_weighted_loss_is_a_weighted_mean_over_trained_positions():
+    from unix_core.training.train_lm import weighted_lm_loss
+
+    logits = torch.randn(2, 4, 7)
+    labels = torch.tensor([[IGNORE, 1, 2, IGNORE], [IGNORE, IGNORE, 3, 4]])
+    plain = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE)
+    assert torch.allclose(weighted_lm_loss(logits, labels, torch.ones(2, 4)), plain)
+    rows = torch.tensor([[1.0], [3.0]]).expand(2, 4)  # a task weight of 3 on the second sequence
+    each = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(),
+                                             ignore_index=IGNORE, reduction="none").view(2, 3)
+    expected = (each[0, :2].sum() + 3 * each[1, 1:].sum()) / 8
+    assert torch.allclose(weighted_lm_loss(logits, labels, rows), expected)

@@ -356,8 +356,10 @@ def stage_unix(plan: EmbeddedPlan, work: Path, art: Artifacts, text_lm, make_acc
     ).float().train()
     if plan.vision_init == "palette":
         init_vision_embeddings_from_palette(model, art.vq, seed=plan.seed)
+    first = model.config.real_text_vocab_size
     log = train_lm(model, art.train, plan.stage2, work_dir=folder, accelerator=make_accelerator(),
-                   pad_id=art.tokenizer.pad_token_id, eval_sequences=art.heldout, time_limit_s=time_limit_s)
+                   pad_id=art.tokenizer.pad_token_id, eval_sequences=art.heldout, time_limit_s=time_limit_s,
+                   image_codes=(first, first + art.vq.codebook_size))
     return model.to("cpu").eval(), log
 
 
@@ -410,8 +412,8 @@ def run_plan(plan: EmbeddedPlan, out: str | Path, *, make_accelerator, time_limi
     work.mkdir(parents=True, exist_ok=True)
     plan_path = out / "plan.json"
     if plan_path.is_file():
-        saved = json.loads(plan_path.read_text())
-        if saved != json.loads(json.dumps(plan.to_dict())):
+        saved = EmbeddedPlan.from_dict(json.loads(plan_path.read_text())).to_dict()  # fills fields added since
+        if json.loads(json.dumps(saved)) != json.loads(json.dumps(plan.to_dict())):
             raise ValueError(f"{plan_path} holds a different plan; resume with the same arguments or use a new --out")
     else:
         plan_path.write_text(json.dumps(plan.to_dict(), indent=1))
@@ -472,6 +474,9 @@ def plan_for_budget(
     vq_steps: int | None = None,
     vq_restart_share: float | None = None,
     separators: bool = False,
+    change_weight: float | None = None,
+    image_noise: float | None = None,
+    task_weights: dict[str, float] | None = None,
 ) -> EmbeddedPlan:
     """A plan whose stages should fit ``minutes`` on the 2-core CPU (one thread); deterministic in its args."""
     if minutes <= 0:
@@ -495,6 +500,9 @@ def plan_for_budget(
         stage2=dataclasses.replace(
             base.stage2, steps=steps, seed=seed, warmup_steps=min(100, steps // 10),
             eval_every=max(25, steps // 8), checkpoint_every=max(25, min(200, steps // 5)),
+            change_weight=base.stage2.change_weight if change_weight is None else change_weight,
+            image_noise=base.stage2.image_noise if image_noise is None else image_noise,
+            task_weights=base.stage2.task_weights if task_weights is None else dict(task_weights),
         ),
         mix=dataclasses.replace(base.mix.scaled(mix_factor), seed=seed),
     )

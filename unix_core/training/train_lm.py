@@ -46,12 +46,36 @@ class TrainConfig:
     log_every: int = 25
     eval_every: int = 0  # 0: only at the end
     checkpoint_every: int = 200
+    # Image-code targets (ids in ``train_lm``'s ``image_codes`` range that carry a label), two options against
+    # a tiny LM learning to copy its left neighbour instead of reading the prompt (see image_code_weights):
+    # ``change_weight``: the loss weight of a target code that differs from the code before it (the first
+    # code of an image, where an object starts or ends); ``image_noise``: the share of target codes replaced
+    # by a random code in the input (their labels stay), so the next code cannot always be copied.
+    change_weight: float = 1.0
+    image_noise: float = 0.0
+    # Loss weight per task name (TrainingSequence.task; 1 for tasks not named), multiplying the weights above.
+    # The loss is a mean over trained tokens, so a task with short answers (VQA: 1-2 tokens after a whole
+    # image) gets almost no gradient beside 81-code images: 0.9% of the trained tokens in the default mix.
+    task_weights: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.max_tokens < 1:
             raise ValueError(f"steps and max_tokens must be >= 1, got {self.steps} and {self.max_tokens}")
         if not 0 < self.lr < 1 or not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"lr must be in (0, 1) and min_lr_ratio in [0, 1], got {self.lr}, {self.min_lr_ratio}")
+        if self.change_weight <= 0 or not 0 <= self.image_noise < 1:
+            raise ValueError(f"change_weight must be > 0 and image_noise in [0, 1), got {self.change_weight}, "
+                             f"{self.image_noise}")
+        if any(not w > 0 for w in self.task_weights.values()):
+            raise ValueError(f"task_weights must be > 0, got {self.task_weights}")
+
+    @property
+    def uses_image_options(self) -> bool:
+        return self.change_weight != 1.0 or self.image_noise > 0
+
+    @property
+    def weighted(self) -> bool:
+        return self.uses_image_options or any(w != 1 for w in self.task_weights.values())
 
     def lr_factor(self, step: int) -> float:
         """Linear warmup, then cosine from 1 to ``min_lr_ratio`` at the last step."""
@@ -79,6 +103,48 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
         if p.requires_grad:
             (decay if p.dim() >= 2 else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def image_code_weights(labels: torch.Tensor, image_codes: tuple[int, int], change_weight: float) -> torch.Tensor:
+    """(B, T) float loss weights: ``change_weight`` where the label is an image code that differs from the
+    previous code of the sequence (one row separator may sit between them; the first code of an image has
+    ``<|vision_start|>`` before it, so it counts as changed), 1 elsewhere.
+
+    Most codes of a shapes scene repeat their left neighbour, so the plain loss is mostly paid for copying;
+    the codes a model can only get from the prompt (the background's first code, each object's start) are a
+    few per image and their gradient is diluted."""
+    lo, hi = image_codes
+    is_code = (labels >= lo) & (labels < hi)
+    prev = torch.full_like(labels, -1)
+    prev[:, 1:] = labels[:, :-1]
+    before_prev = torch.full_like(labels, -1)
+    before_prev[:, 2:] = labels[:, :-2]
+    prev_is_code = (prev >= lo) & (prev < hi)
+    prev = torch.where(prev_is_code, prev, before_prev)  # skip one separator (or another non-code)
+    changed = is_code & (labels != prev)
+    return torch.where(changed, torch.full_like(labels, change_weight, dtype=torch.float), 1.0)
+
+
+def noisy_image_inputs(input_ids: torch.Tensor, labels: torch.Tensor, image_codes: tuple[int, int], share: float,
+                       generator: torch.Generator) -> torch.Tensor:
+    """``input_ids`` with ``share`` of the trained image codes (label = an image code) replaced by random codes;
+    labels are kept, so each code is still predicted right after an input that may be wrong (as in sampling,
+    where the model reads its own mistakes). Input images (label -100) are never changed."""
+    lo, hi = image_codes
+    target = (labels >= lo) & (labels < hi)
+    hit = (torch.rand(input_ids.shape, generator=generator) < share) & target.cpu()
+    random_codes = torch.randint(lo, hi, input_ids.shape, generator=generator)
+    return torch.where(hit.to(input_ids.device), random_codes.to(input_ids.device), input_ids)
+
+
+def weighted_lm_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy, a weighted mean over positions whose label is not -100."""
+    targets = labels[:, 1:]
+    w = weights[:, 1:] * (targets != IGNORE)
+    losses = nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="none"
+    ).view(targets.shape)
+    return (losses * w).sum() / w.sum().clamp(min=1e-9)
 
 
 @torch.no_grad()
@@ -120,13 +186,19 @@ def train_lm(
     pad_id: int,
     eval_sequences: Sequence[TrainingSequence] = (),
     time_limit_s: float | None = None,
+    image_codes: tuple[int, int] | None = None,
 ) -> TrainLog:
     """Train ``model`` (any causal LM taking input_ids/attention_mask/labels) on ``sequences``.
+
+    ``image_codes`` (first id, end id) is the image-code id range that ``config.change_weight`` and
+    ``config.image_noise`` act on; they need it. Held-out losses stay plain (unweighted, clean inputs).
 
     Resumes from ``work_dir/state`` when it exists. ``time_limit_s`` (a guard for probes; it makes the run's
     length machine-dependent) stops early after checkpointing. Returns the log; the trained model is
     ``accelerator.unwrap_model(model)`` (the object passed in, on CPU).
     """
+    if config.uses_image_options and image_codes is None:
+        raise ValueError("change_weight / image_noise need the image-code id range (image_codes)")
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.95))
@@ -144,8 +216,20 @@ def train_lm(
     started = time.perf_counter() - log.elapsed_s
     window_loss, window_steps = 0.0, 0
     while log.step < config.steps:
-        batch = collate([sequences[i] for i in schedule.batch(log.step)], pad_id).to(accelerator.device)
-        loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels).loss
+        chosen = [sequences[i] for i in schedule.batch(log.step)]
+        batch = collate(chosen, pad_id).to(accelerator.device)
+        if config.weighted:
+            inputs = batch.input_ids
+            if config.image_noise:  # a pure function of (seed, step), so a resumed run draws the same noise
+                generator = torch.Generator().manual_seed(config.seed * 1_000_003 + log.step)
+                inputs = noisy_image_inputs(inputs, batch.labels, image_codes, config.image_noise, generator)
+            logits = model(input_ids=inputs, attention_mask=batch.attention_mask).logits
+            weights = torch.tensor([[config.task_weights.get(s.task, 1.0)] for s in chosen], device=logits.device)
+            if config.change_weight != 1.0:
+                weights = weights * image_code_weights(batch.labels, image_codes, config.change_weight)
+            loss = weighted_lm_loss(logits, batch.labels, weights.expand(batch.labels.shape))
+        else:
+            loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels).loss
         accelerator.backward(loss)
         if config.grad_clip:
             accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
