@@ -51,6 +51,8 @@ class TrainConfig:
     # ``change_weight``: the loss weight of a target code that differs from the code before it (the first
     # code of an image, where an object starts or ends); ``image_noise``: the share of target codes replaced
     # by a random code in the input (their labels stay), so the next code cannot always be copied.
+    # Measured (2026-12-01, 2:2, 2,500 steps): neither made the first image code read the prompt's background
+    # (teacher-forced 10% with change_weight 4, 7.5% with image_noise 0.15); the 0:0, 1:0 and 0:1 splits did (53-60%).
     change_weight: float = 1.0
     image_noise: float = 0.0
     # Loss weight per task name (TrainingSequence.task; 1 for tasks not named), multiplying the weights above.
