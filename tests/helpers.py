@@ -60,3 +60,9 @@ def mixed_ids(cfg: UniXConfig, layout: list[tuple[str, int]], seed: int = 0) -> 
         else:
             raise ValueError(kind)
     return torch.cat(parts)[None]
+
+
+def image_tokens(pipe) -> int:
+    """Tokens of one image in a pipeline's sequences: its codes plus any row separators (official add_sep_for_vis),
+    counted by the pipeline's own builder."""
+    return len(pipe.builder.code_ids(torch.zeros(pipe.grid_hw, dtype=torch.long)))

@@ -25,6 +25,7 @@ from studio.tabs import few_shot, routing
 from studio.tabs.model import model_info, model_markdown
 from studio.text_tab import stream_answer
 from tests.e2e.studio_server import paced
+from tests.helpers import image_tokens
 from unix_core import UniXPipeline
 from unix_core.world import answer_question, apply_edit, parse_caption, scene_split
 
@@ -51,11 +52,6 @@ def demo(pipe):
 
 def codes(pipe) -> int:
     return pipe.grid_hw[0] * pipe.grid_hw[1]
-
-
-def image_tokens(pipe) -> int:
-    """Tokens of one image in a sequence: its codes plus any row separators (official add_sep_for_vis)."""
-    return len(pipe.builder.code_ids(torch.zeros(pipe.grid_hw, dtype=torch.long)))
 
 
 def layer_kinds(pipe) -> list[str]:

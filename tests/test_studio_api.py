@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 pytest.importorskip("gradio_client")
@@ -23,6 +22,7 @@ from studio.app import build_app  # noqa: E402
 from studio.examples import picture  # noqa: E402
 from studio.run_card import PNG_KEY  # noqa: E402
 from tests.e2e.studio_server import launched, paced  # noqa: E402
+from tests.helpers import image_tokens  # noqa: E402
 from unix_core import UniXPipeline  # noqa: E402
 
 PROMPT = "a large red circle at the center on a white background"
@@ -207,8 +207,7 @@ def test_routing_traces_an_input(client, shape_png, pipe):
     layers = pipe.model.config.num_hidden_layers
     cfg = pipe.model.config
     a, b = cfg.num_vision_encode_layers, cfg.num_vision_decode_layers
-    image_tokens = len(pipe.builder.code_ids(torch.zeros(pipe.grid_hw, dtype=torch.long)))  # codes + separators
-    assert len(raw["depths"]) == layers and raw["modalities"].count("vision") == image_tokens + 1
+    assert len(raw["depths"]) == layers and raw["modalities"].count("vision") == image_tokens(pipe) + 1
     assert f"Layers: {layers} = first {a} split · {layers - a - b} shared · last {b} split" in summary
     kinds = ["split" if cfg.is_split_depth(d) else "shared" for d in range(layers)]
     assert [row[1] for row in stats["data"]] == kinds
