@@ -54,7 +54,9 @@ def run_summary(run: Path) -> dict:
     plan = read_json(run / "plan.json")
     scores = read_json(run / "eval.json")
     vq = read_json(run / "work" / "vq" / "report.json")
-    return {"report": report, "plan": plan, "scores": scores, "vq": vq}
+    decoder = run / "work" / "vq_decoder" / "report.json"
+    return {"report": report, "plan": plan, "scores": scores, "vq": vq,
+            "vq_decoder": read_json(decoder) if decoder.is_file() else None}
 
 
 def describe(folder: Path) -> dict:
@@ -92,6 +94,8 @@ def stage_times(summary: dict) -> str:
     s1, s2 = report.get("stage1") or {}, report.get("stage2") or {}
     rows = ["| Stage | Measured time | Size |", "|---|---|---|",
             f"| Image tokenizer (VQGAN) | {minutes(vq.get('train_s'))} | {summary['plan']['vq_steps']} steps |",
+            *([f"| Image tokenizer: decoder fine-tune | {minutes(summary['vq_decoder'].get('train_s'))} | "
+               f"{summary['plan']['vq_decoder_steps']} steps |"] if summary.get("vq_decoder") else []),
             f"| Stage 1: text LM | {minutes(s1.get('elapsed_s'))} | {s1.get('step')} steps, "
             f"{s1.get('tokens', 0):,} tokens |",
             f"| Stage 2: multimodal | {minutes(s2.get('elapsed_s'))} | {s2.get('step')} steps, "
@@ -100,7 +104,7 @@ def stage_times(summary: dict) -> str:
 
 
 def steps_flag(plan: dict, budget: float) -> str:
-    """The overrides (``--vq-steps``, ``--vq-restart-share``, ``--stage2-steps``, ``--separators`` and the
+    """The overrides (``--vq-steps``, ``--vq-restart-share``, ``--vq-decoder-steps``, ``--stage2-steps``, ``--separators`` and the
     stage-2 loss options) that turn the budget's plan into the run's, or nothing."""
     from unix_core.training.embedded import plan_for_budget
 
@@ -110,6 +114,8 @@ def steps_flag(plan: dict, budget: float) -> str:
         flags += f" --vq-steps {plan['vq_steps']}"
     if plan.get("vq_restart_share", 1.0) != planned.vq_restart_share:
         flags += f" --vq-restart-share {plan['vq_restart_share']:g}"
+    if plan.get("vq_decoder_steps", 0) != planned.vq_decoder_steps:
+        flags += f" --vq-decoder-steps {plan['vq_decoder_steps']}"
     if plan["stage2"]["steps"] != planned.stage2.steps:
         flags += f" --stage2-steps {plan['stage2']['steps']}"
     if plan.get("vis_separators", False) != planned.vis_separators:
@@ -153,6 +159,15 @@ def vision_init_sentence(plan: dict) -> str:
     return ""
 
 
+def decoder_sentence(summary: dict) -> str:
+    if not summary.get("vq_decoder"):
+        return ""
+    before = summary["vq"]
+    return (f" Then only its decoder was trained, {summary['plan']['vq_decoder_steps']} more steps on the frozen codes "
+            "(`finetune_decoder`: every image keeps its codes, so the LM's data is unchanged); before that the judge "
+            f"accepted {before.get('accepted')}/{before.get('images')} of the reconstructions below.")
+
+
 def flat_sentence(vq_report: dict) -> str:
     flat = vq_report.get("flat_patch_codes")
     if not flat:
@@ -185,7 +200,7 @@ def write_card(out: Path, unix_run: Path, base_run: Path, bench: dict | None, no
     split = info["split"].split(" ")[0]
     plan = unix["plan"]
     lm = plan["lm"]
-    vq_report = unix["vq"]
+    vq_report = unix["vq_decoder"] or unix["vq"]
     card = f"""# unix-shapes: the embedded Uni-X of Uni-X Studio
 
 A tiny Uni-X (Qwen3 backbone, {info['layers']} layers, split {info['split']}: the first {split.split(':')[0]} and
@@ -203,10 +218,10 @@ Both models share the tokenizers, data, stage-1 text model and stage-2 budget ({
 they differ only in the split. Evaluate with
 `python scripts/evaluate_embedded.py assets/unix-shapes --n 100`.
 
-Image tokenizer: {vq_encoder_sentence(plan)} The judge accepts {vq_report.get('accepted')}/{vq_report.get('images')}
+Image tokenizer: {vq_encoder_sentence(plan)}{decoder_sentence(unix)} The judge accepts {vq_report.get('accepted')}/{vq_report.get('images')}
 = {vq_report.get('acceptance', 0):.1%} of held-out reconstructions (bar ≥ 99%); failures by object position:
 `{json.dumps(vq_report.get('failures'))}`. Text-to-image and edit scores are capped by this.
-{flat_sentence(vq_report)}
+{flat_sentence(unix["vq"])}
 
 A few failures of the Uni-X model:
 

@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vq-steps", type=int, default=None, help="override the planned image-tokenizer steps")
     parser.add_argument("--vq-restart-share", type=float, default=None,
                         help="stop the tokenizer's dead-code restarts after this share of its steps (default 1.0)")
+    parser.add_argument("--vq-decoder-steps", type=int, default=None,
+                        help="then fine-tune the image tokenizer's decoder on its frozen codes this many steps (default 0)")
     parser.add_argument("--separators", action="store_true",
                         help="a row-separator token after every row of image codes (official add_sep_for_vis)")
     parser.add_argument("--change-weight", type=float, default=None,
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     if args.plan is not None:
         overrides = [f"--{k.replace('_', '-')}" for k in ("split", "hidden", "layers", "stage2_steps", "vq_steps",
-                                                           "vq_restart_share", "change_weight", "image_noise",
+                                                           "vq_restart_share", "vq_decoder_steps", "change_weight", "image_noise",
                                                            "task_weight") if getattr(args, k) is not None]
         overrides += ["--separators"] if args.separators else []
         if overrides:
@@ -97,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         plan = plan_for_budget(args.budget_minutes, seed=args.seed, split=args.split, hidden=args.hidden,
                                layers=args.layers, stage2_steps=args.stage2_steps, vq_steps=args.vq_steps,
-                               vq_restart_share=args.vq_restart_share, separators=args.separators,
+                               vq_restart_share=args.vq_restart_share, vq_decoder_steps=args.vq_decoder_steps,
+                               separators=args.separators,
                                change_weight=args.change_weight, image_noise=args.image_noise,
                                task_weights=None if args.task_weight is None else dict(args.task_weight))
     if (args.out / "plan.json").exists() and not args.resume:

@@ -281,6 +281,7 @@ def test_pipeline_writes_a_loadable_checkpoint_and_resumes_identically(tmp_path)
     saved = json.loads((tmp_path / "b" / "plan.json").read_text())
     for key in ("change_weight", "image_noise", "task_weights"):
         del saved["stage2"][key]
+    del saved["vq_decoder_steps"], saved["vq_decoder_lr"]
     (tmp_path / "b" / "plan.json").write_text(json.dumps(saved))
     resumed = run_plan(plan, tmp_path / "b", make_accelerator=accelerator)
     a, b = load_file(str(folder / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
@@ -292,6 +293,34 @@ def test_pipeline_writes_a_loadable_checkpoint_and_resumes_identically(tmp_path)
     baseline = plan.replace(lm=dataclasses.replace(plan.lm, split=(0, 0)))
     assert copy_reusable_stages(baseline, tmp_path / "a", tmp_path / "c") == ["tokenizer", "vq", "data", "stage1"]
     assert copy_reusable_stages(plan.replace(seed=1), tmp_path / "a", tmp_path / "d") == []
+
+
+def test_decoder_stage_changes_only_the_shipped_decoder(tmp_path):
+    from accelerate import Accelerator
+    from safetensors.torch import load_file
+
+    from unix_core.training.embedded import copy_reusable_stages, run_plan
+
+    accelerator = lambda: Accelerator(cpu=True)  # noqa: E731
+    plain = run_plan(tiny_plan(), tmp_path / "a", make_accelerator=accelerator)
+    plan = tiny_plan().replace(vq_decoder_steps=3)
+    # the decoder stage feeds nothing that stage 2 reads: every stage before it carries over
+    assert copy_reusable_stages(plan, tmp_path / "a", tmp_path / "b") == ["tokenizer", "vq", "data", "stage1"]
+    tuned = run_plan(plan, tmp_path / "b", make_accelerator=accelerator)
+    a, b = load_file(str(plain / "model.safetensors")), load_file(str(tuned / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # same LM: the palette init read the stage-vq decoder
+    a, b = load_file(str(plain / "vq_model.safetensors")), load_file(str(tuned / "vq_model.safetensors"))
+    for key in a:
+        assert torch.equal(a[key], b[key]) != key.startswith(("decoder.", "post_quant_conv.")), key
+    assert torch.equal(load_file(str(tmp_path / "b" / "work" / "vq" / "vq_model.safetensors"))["decoder.conv_out.weight"],
+                       a["decoder.conv_out.weight"])
+    report = json.loads((tuned / "training_report.json").read_text())
+    assert report["vq_decoder"]["images"] == 2 and report["vq_decoder"]["log"][-1]["step"] == 3
+    assert json.loads((plain / "training_report.json").read_text())["vq_decoder"] is None
+    assert copy_reusable_stages(plan, tmp_path / "b", tmp_path / "c") == [
+        "tokenizer", "vq", "vq_decoder", "data", "stage1"]
+    with pytest.raises(ValueError, match="vq_decoder_steps"):
+        tiny_plan().replace(vq_decoder_steps=-1)
 
 
 def test_plan_with_row_separators_trains_and_serves_them(tmp_path):
@@ -454,6 +483,9 @@ def test_budget_plan_overrides_and_the_card_command_repeats_them():
     weighted = plan_for_budget(70, change_weight=3, image_noise=0.1, task_weights={"vqa": 8})
     assert (weighted.stage2.change_weight, weighted.stage2.image_noise, weighted.stage2.task_weights) == (3, 0.1, {"vqa": 8})
     assert module.steps_flag(weighted.to_dict(), 70) == " --change-weight 3 --image-noise 0.1 --task-weight vqa=8"
+    tuned = plan_for_budget(70, vq_steps=4200, vq_decoder_steps=1000)
+    assert tuned.vq_decoder_steps == 1000 and base.vq_decoder_steps == 0
+    assert module.steps_flag(tuned.to_dict(), 70) == " --vq-steps 4200 --vq-decoder-steps 1000"
 
 
 def test_change_weights_mark_codes_that_differ_from_the_code_before():

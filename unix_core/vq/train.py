@@ -194,6 +194,82 @@ def train_vq(
     return VQImageTokenizer(model.float().eval()), stats
 
 
+def finetune_decoder(
+    tokenizer: VQImageTokenizer,
+    images: torch.Tensor | Iterable[ImageSource],
+    *,
+    steps: int = 1000,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    seed: int = 0,
+    log_every: int = 50,
+    recon: Literal["l1", "l2"] = "l2",
+    foreground_weight: float = 1.0,
+    cosine_lr: bool = True,
+    device: torch.device | str = "cpu",
+) -> tuple[VQImageTokenizer, VQTrainStats]:
+    """Train only the decoder side (``post_quant_conv`` and ``decoder``) of a trained tokenizer on its own codes.
+
+    The encoder, ``quant_conv`` and codebook are frozen and each image's codes are computed once, so every image
+    encodes to the same codes afterwards: a language model trained on the tokenizer's codes stays valid, and
+    only what the codes decode to gets sharper. Returns a new tokenizer (eval mode, float32; `tokenizer` itself is
+    not changed) and statistics whose codebook and commitment losses are 0 and whose perplexity and used
+    fraction describe the fixed codes of the batches. Arguments as in `train_vq`.
+
+    Measured on the shapes-world tokenizer (2026-12-01; 4,000 training scenes, batch 16, L2 with object pixels
+    weighted 24x, cosine schedule): judge acceptance of held-out reconstructions went from 968/1000 to 981/1000
+    after 1,000 steps at lr 2e-4 and 991/1000 at lr 6e-4 (the tokenizer's own training used lr 2e-4 with the
+    quantiser's codes still moving).
+    """
+    import copy
+
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("log_every", log_every)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not lr > 0 or not foreground_weight > 0:
+        raise ValueError(f"lr and foreground_weight must be > 0, got lr={lr}, foreground_weight={foreground_weight}")
+    if recon not in ("l1", "l2"):
+        raise ValueError(f"recon must be 'l1' or 'l2', got {recon!r}")
+    config = tokenizer.config
+    data = training_tensor(images, config)
+    model = copy.deepcopy(tokenizer.model).to(device=device, dtype=torch.float32).eval()
+    with torch.no_grad():
+        codes = torch.cat([model.encode_codes(chunk.to(device)) for chunk in data.split(256)])
+    model.requires_grad_(False)
+    trained = [*model.post_quant_conv.parameters(), *model.decoder.parameters()]
+    for parameter in trained:
+        parameter.requires_grad_(True)
+    model.decoder.train()
+    optimizer = torch.optim.Adam(trained, lr=lr, betas=(0.5, 0.9))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps, eta_min=lr / 10) if cosine_lr else None
+    generator = torch.Generator().manual_seed(seed)
+    usage = _CodeUsage(config.n_embed, codes.device)
+    stats = VQTrainStats()
+    total, window_steps = 0.0, 0
+    for step in range(1, steps + 1):
+        pick = torch.randint(data.shape[0], (batch_size,), generator=generator)
+        batch_codes = codes[pick.to(codes.device)]
+        loss = reconstruction_loss(model.decode_codes(batch_codes), data[pick].to(device), recon, foreground_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if schedule is not None:
+            schedule.step()
+        usage.add(batch_codes)
+        total += float(loss.detach())
+        window_steps += 1
+        if step % log_every == 0 or step == steps:
+            perplexity, used = usage.log_summary()
+            mean = total / window_steps
+            entry = VQTrainLogEntry(step, mean, mean, 0.0, 0.0, perplexity=perplexity, used_fraction=used,
+                                    restarted_codes=0)
+            stats.log.append(entry)
+            logger.info("vq decoder %s", entry)
+            total, window_steps = 0.0, 0
+    model.requires_grad_(True)
+    return VQImageTokenizer(model.to("cpu").float().eval()), stats
+
+
 @torch.no_grad()
 def kmeans_codebook(
     model: VQModel, data: torch.Tensor, n_embed: int, generator: torch.Generator, device, iterations: int = 25
