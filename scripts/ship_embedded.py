@@ -165,7 +165,7 @@ def decoder_sentence(summary: dict) -> str:
     before = summary["vq"]
     return (f" Then only its decoder was trained, {summary['plan']['vq_decoder_steps']} more steps on the frozen codes "
             "(`finetune_decoder`: every image keeps its codes, so the LM's data is unchanged); before that the judge "
-            f"accepted {before.get('accepted')}/{before.get('images')} of the reconstructions below.")
+            f"accepted {before.get('accepted')}/{before.get('images')} of the same held-out reconstructions.")
 
 
 def flat_sentence(vq_report: dict) -> str:
@@ -219,8 +219,8 @@ they differ only in the split. Evaluate with
 `python scripts/evaluate_embedded.py assets/unix-shapes --n 100`.
 
 Image tokenizer: {vq_encoder_sentence(plan)}{decoder_sentence(unix)} The judge accepts {vq_report.get('accepted')}/{vq_report.get('images')}
-= {vq_report.get('acceptance', 0):.1%} of held-out reconstructions (bar ≥ 99%); failures by object position:
-`{json.dumps(vq_report.get('failures'))}`. Text-to-image and edit scores are capped by this.
+= {vq_report.get('acceptance', 0):.1%} of held-out reconstructions (bar ≥ 99%: {'met' if vq_report.get('acceptance', 0) >= 0.99 else 'missed'});
+failures by object position: `{json.dumps(vq_report.get('failures'))}`. Text-to-image and edit scores are capped by this.
 {flat_sentence(unix["vq"])}
 
 A few failures of the Uni-X model:
