@@ -6,7 +6,8 @@
 Each run folder must hold ``checkpoint/`` (from ``scripts/train_embedded.py``) and ``eval.json`` (from
 ``scripts/evaluate_embedded.py CKPT --json RUN/eval.json``). The card's figures come only from those files
 (training reports, plan, evaluation, optional benchmark JSON from ``bench/bench_embedded.py``); ``--notes``
-adds free text (e.g. how the run was scheduled on the machine).
+adds free text (e.g. how the run was scheduled on the machine). Without ``--baseline`` the card's baseline
+column stays empty (say in the notes where the baseline's figures are).
 Also builds the streaming-preview code palette beside the weights, so the studio never builds it at start.
 """
 
@@ -65,8 +66,10 @@ def describe(folder: Path) -> dict:
     return UniXPipeline.from_pretrained(str(folder)).describe()
 
 
-def scores_table(unix: dict, base: dict, unix_split: str) -> str:
+def scores_table(unix: dict, base: dict | None, unix_split: str) -> str:
+    """Per-task scores and their average; without ``base`` the baseline column holds "-"."""
     rows = [f"| Task (held-out) | Bar | Uni-X {unix_split} | Shared 0:0 baseline |", "|---|---|---|---|"]
+    base = base if base is not None else {}
     means = []
     for task, bar in BARS.items():
         cells = []
@@ -77,7 +80,8 @@ def scores_table(unix: dict, base: dict, unix_split: str) -> str:
     for scores in (unix, base):
         present = [scores[t]["score"] for t in BARS if t in scores]
         means.append(sum(present) / len(present) if present else float("nan"))
-    rows.append(f"| **Average** | | **{means[0]:.1%}** | **{means[1]:.1%}** |")
+    average = [f"**{m:.1%}**" if m == m else "-" for m in means]
+    rows.append(f"| **Average** | | {average[0]} | {average[1]} |")
     return "\n".join(rows)
 
 
@@ -103,13 +107,15 @@ def stage_times(summary: dict) -> str:
     return "\n".join(rows)
 
 
-def steps_flag(plan: dict, budget: float) -> str:
-    """The overrides (``--vq-steps``, ``--vq-restart-share``, ``--vq-decoder-steps``, ``--stage2-steps``, ``--separators`` and the
+def steps_flag(plan: dict, budget: float, split: bool = True) -> str:
+    """The overrides (``--split`` unless ``split`` is false, ``--vq-steps``, ``--vq-restart-share``, ``--vq-decoder-steps``, ``--stage2-steps``, ``--separators`` and the
     stage-2 loss options) that turn the budget's plan into the run's, or nothing."""
     from unix_core.training.embedded import plan_for_budget
 
     planned = plan_for_budget(budget, seed=plan["seed"])
     flags = ""
+    if split and list(plan["lm"]["split"]) != list(planned.lm.split):
+        flags += " --split {}:{}".format(*plan["lm"]["split"])
     if plan["vq_steps"] != planned.vq_steps:
         flags += f" --vq-steps {plan['vq_steps']}"
     if plan.get("vq_restart_share", 1.0) != planned.vq_restart_share:
@@ -183,7 +189,7 @@ def bench_table(bench: dict) -> str:
     for name, seconds in bench["median_s"].items():
         target = bench["targets_s"].get(name)
         rows.append(f"| {name} | {seconds:.3f} s | {'≤ %.1f s' % target if target else '-'} |")
-    return "\n".join(rows) + f"\n\n({bench['threads']} torch threads, median of {bench['rounds']} calls.)"
+    return "\n".join(rows) + f"\n\n({bench['threads']} torch thread{'s' if bench['threads'] != 1 else ''}, median of {bench['rounds']} calls.)"
 
 
 def failures(scores: dict, per_task: int = 2) -> str:
@@ -194,9 +200,11 @@ def failures(scores: dict, per_task: int = 2) -> str:
     return "\n".join(lines)
 
 
-def write_card(out: Path, unix_run: Path, base_run: Path, bench: dict | None, notes: str, budget: float) -> str:
-    unix, base = run_summary(unix_run), run_summary(base_run)
-    info, base_info = describe(out), describe(base_run / "checkpoint")
+def write_card(out: Path, unix_run: Path, base_run: Path | None, bench: dict | None, notes: str, budget: float) -> str:
+    unix = run_summary(unix_run)
+    base = run_summary(base_run) if base_run is not None else None
+    info = describe(out)
+    base_info = describe(base_run / "checkpoint") if base_run is not None else None
     split = info["split"].split(" ")[0]
     plan = unix["plan"]
     lm = plan["lm"]
@@ -212,10 +220,10 @@ tokens trained on the world's text. Load it with `UniXPipeline.from_pretrained()
 
 ## Scores (held-out scenes and phrasings, pipeline defaults)
 
-{scores_table(unix['scores'], base['scores'], split)}
+{scores_table(unix['scores'], base['scores'] if base else None, split)}
 
-Both models share the tokenizers, data, stage-1 text model and stage-2 budget ({plan['stage2']['steps']} steps);
-they differ only in the split. Evaluate with
+{"Both models share" if base else "The baseline (trained by the second command below) would share"} the tokenizers, data, stage-1 text model and stage-2 budget ({plan['stage2']['steps']} steps);
+they differ only in the split.{"" if base else " Its run is not part of this card: see the notes under Training."} Evaluate with
 `python scripts/evaluate_embedded.py assets/unix-shapes --n 100`.
 
 Image tokenizer: {vq_encoder_sentence(plan)}{decoder_sentence(unix)} The judge accepts {vq_report.get('accepted')}/{vq_report.get('images')}
@@ -231,7 +239,7 @@ A few failures of the Uni-X model:
 
 {params_table(info)}
 
-Baseline (0:0, same width and depth): {base_info['parameters']['total']:,} parameters.
+{f"Baseline (0:0, same width and depth): {base_info['parameters']['total']:,} parameters." if base_info else ""}
 
 ## Training
 
@@ -239,7 +247,7 @@ Command (fresh clone, CPU):
 
 ```bash
 python scripts/train_embedded.py --out runs/embedded --budget-minutes {budget:g}{steps_flag(plan, budget)} --evaluate 100
-python scripts/train_embedded.py --out runs/embedded-0x0 --budget-minutes {budget:g}{steps_flag(plan, budget)} --split 0:0 --reuse-from runs/embedded
+python scripts/train_embedded.py --out runs/embedded-0x0 --budget-minutes {budget:g}{steps_flag(plan, budget, split=False)} --split 0:0 --reuse-from runs/embedded
 ```
 
 LM: width {lm['hidden_size']}, {lm['num_layers']} layers, {lm['num_heads']} heads ({lm['num_kv_heads']} KV),
@@ -273,7 +281,8 @@ def _torch_version() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--unix", type=Path, required=True, help="the Uni-X run folder to ship")
-    parser.add_argument("--baseline", type=Path, required=True, help="the 0:0 baseline run folder")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="the 0:0 baseline run folder (without it the card's baseline column is empty)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "assets" / "unix-shapes")
     parser.add_argument("--bench", type=Path, default=None, help="JSON from bench/bench_embedded.py --json")
     parser.add_argument("--budget-minutes", type=float, default=60.0, help="the --budget-minutes both runs used")

@@ -486,6 +486,11 @@ def test_budget_plan_overrides_and_the_card_command_repeats_them():
     tuned = plan_for_budget(70, vq_steps=4200, vq_decoder_steps=1000)
     assert tuned.vq_decoder_steps == 1000 and base.vq_decoder_steps == 0
     assert module.steps_flag(tuned.to_dict(), 70) == " --vq-steps 4200 --vq-decoder-steps 1000"
+    split = plan_for_budget(70, split=(1, 1), vq_steps=4200)
+    assert module.steps_flag(split.to_dict(), 70) == " --split 1:1 --vq-steps 4200"
+    assert module.steps_flag(split.to_dict(), 70, split=False) == " --vq-steps 4200"
+    no_base = module.scores_table({"caption": {"correct": 9, "total": 10, "score": 0.9}}, None, "1:1")
+    assert "| 9/10 = 90% | - |" in no_base and "| **90.0%** | - |" in no_base
 
 
 def test_change_weights_mark_codes_that_differ_from_the_code_before():
