@@ -3,12 +3,15 @@
     python scripts/evaluate_embedded.py runs/embedded/checkpoint [--n 100] [--split heldout] [--json out.json]
 
 Prints text-to-image judge acceptance, caption exact match, VQA accuracy, edit success (judge accepts the
-target scene) and few-shot accuracy, with a few failures per task.
+target scene) and few-shot accuracy, with a few failures per task. Images are sampled with the defaults the
+pipeline uses for the checkpoint (its ``prompt_templates.json``); ``--sampling text_to_image.cfg_scale=5``
+(repeatable) overrides one, for tuning. Tune on another ``--seed`` than the one you report.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -16,6 +19,23 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+SAMPLING_KEYS = {"cfg_scale": float, "temperature": float, "top_k": int, "top_p": float}
+
+
+def parse_sampling(text: str) -> tuple[str, str, float | int]:
+    """``ENTRY.KEY=VALUE`` with ENTRY text_to_image or edit and KEY one of SAMPLING_KEYS."""
+    name, sep, value = text.partition("=")
+    entry, dot, key = name.partition(".")
+    if not sep or not dot or entry not in ("text_to_image", "edit") or key not in SAMPLING_KEYS:
+        raise argparse.ArgumentTypeError(
+            f"expected ENTRY.KEY=VALUE with ENTRY text_to_image or edit and KEY one of {sorted(SAMPLING_KEYS)}, "
+            f"got {text!r}")
+    try:
+        return entry, key, SAMPLING_KEYS[key](value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{key} needs a {SAMPLING_KEYS[key].__name__}, got {value!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,22 +48,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, default=None, help="also write the scores here")
+    parser.add_argument("--sampling", type=parse_sampling, action="append", default=[],
+                        help="override one image sampling default, e.g. text_to_image.cfg_scale=5 (repeatable)")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     import torch
 
-    from unix_core.training.evaluate import evaluate_folder, format_scores
+    from unix_core.training.evaluate import folder_evaluator, format_scores
 
     torch.set_num_threads(args.threads)
     if not args.checkpoint.is_dir():
         parser.error(f"{args.checkpoint} is not a checkpoint folder")
-    scores = evaluate_folder(args.checkpoint, args.n, split=args.split, tasks=args.tasks.split(","),
-                             seed=args.seed, device=args.device)
+    overrides: dict[str, dict] = {}
+    for entry, key, value in args.sampling:
+        overrides.setdefault(entry, {})[key] = value
+    evaluator = folder_evaluator(args.checkpoint, seed=args.seed, device=args.device, image_sampling=overrides)
+    scores = evaluator.run(args.n, split=args.split, tasks=args.tasks.split(","))
     print(format_scores(scores))
+    sampling = {entry: dataclasses.asdict(config) for entry, config in evaluator.image_sampling.items()}
+    print("image sampling: " + "; ".join(f"{entry} {config}" for entry, config in sampling.items()))
     if args.json:
-        args.json.write_text(json.dumps({k: {"correct": v.correct, "total": v.total, "score": v.score,
-                                             "failures": v.failures} for k, v in scores.items()}, indent=1))
+        out = {k: {"correct": v.correct, "total": v.total, "score": v.score, "failures": v.failures}
+               for k, v in scores.items()}
+        out["settings"] = {"n": args.n, "split": args.split, "seed": args.seed, "image_sampling": sampling}
+        args.json.write_text(json.dumps(out, indent=1))
     return 0
 
 

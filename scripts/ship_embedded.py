@@ -4,8 +4,9 @@
         [--bench runs/bench_embedded.json] [--notes runs/card_notes.md] [--out assets/unix-shapes]
 
 Each run folder must hold ``checkpoint/`` (from ``scripts/train_embedded.py``) and ``eval.json`` (from
-``scripts/evaluate_embedded.py CKPT --json RUN/eval.json``). The card's figures come only from those files
-(training reports, plan, evaluation, optional benchmark JSON from ``bench/bench_embedded.py``); ``--notes``
+``scripts/evaluate_embedded.py CKPT --json RUN/eval.json``, which records the image sampling settings it
+used; they must be the shipped checkpoint's defaults, or shipping stops). The card's figures come only from
+those files (training reports, plan, evaluation, optional benchmark JSON from ``bench/bench_embedded.py``); ``--notes``
 adds free text (e.g. how the run was scheduled on the machine). Without ``--baseline`` the card's baseline
 column stays empty (say in the notes where the baseline's figures are).
 Also builds the streaming-preview code palette beside the weights, so the studio never builds it at start.
@@ -58,6 +59,37 @@ def run_summary(run: Path) -> dict:
     decoder = run / "work" / "vq_decoder" / "report.json"
     return {"report": report, "plan": plan, "scores": scores, "vq": vq,
             "vq_decoder": read_json(decoder) if decoder.is_file() else None}
+
+
+def shipped_sampling(folder: Path) -> dict:
+    """The image sampling settings the pipeline uses for ``folder``, as ``evaluate_embedded`` records them."""
+    import dataclasses
+
+    from unix_core.sampling import SamplingConfig
+    from unix_core.templates import load_templates
+
+    defaults = load_templates(folder, default_family="shapes").defaults
+    return json.loads(json.dumps({entry: dataclasses.asdict(SamplingConfig(**defaults[entry]))
+                                  for entry in ("text_to_image", "edit")}))
+
+
+def check_sampling(run: Path, scores: dict, sampling: dict) -> None:
+    """Stop unless ``run``'s eval.json was measured with the shipped sampling defaults ``sampling``."""
+    used = (scores.get("settings") or {}).get("image_sampling")
+    if used != sampling:
+        raise SystemExit(f"{run / 'eval.json'} was measured with image sampling {used}, but the shipped defaults "
+                         f"are {sampling}; rerun scripts/evaluate_embedded.py on {run / 'checkpoint'}")
+
+
+def sampling_sentence(sampling: dict) -> str:
+    def one(entry: str) -> str:
+        c = sampling[entry]
+        guidance = f"CFG {c['cfg_scale']:g}" if c["cfg_scale"] != 1 else "no CFG"
+        extra = (f", top-k {c['top_k']}" if c["top_k"] else "") + (f", top-p {c['top_p']:g}" if c["top_p"] < 1 else "")
+        return f"{guidance}, temperature {c['temperature']:g}{extra}"
+
+    return (f"Images are sampled with the pipeline's defaults for this model: text → image {one('text_to_image')}; "
+            f"edit {one('edit')}. Text answers are greedy.")
 
 
 def describe(folder: Path) -> dict:
@@ -205,6 +237,10 @@ def write_card(out: Path, unix_run: Path, base_run: Path | None, bench: dict | N
     base = run_summary(base_run) if base_run is not None else None
     info = describe(out)
     base_info = describe(base_run / "checkpoint") if base_run is not None else None
+    sampling = shipped_sampling(out)
+    for run, summary in ((unix_run, unix), (base_run, base)):
+        if summary is not None:
+            check_sampling(run, summary["scores"], sampling)
     split = info["split"].split(" ")[0]
     plan = unix["plan"]
     lm = plan["lm"]
@@ -221,6 +257,8 @@ tokens trained on the world's text. Load it with `UniXPipeline.from_pretrained()
 ## Scores (held-out scenes and phrasings, pipeline defaults)
 
 {scores_table(unix['scores'], base['scores'] if base else None, split)}
+
+{sampling_sentence(sampling)}
 
 {"Both models share" if base else "The baseline (trained by the second command below) would share"} the tokenizers, data, stage-1 text model and stage-2 budget ({plan['stage2']['steps']} steps);
 they differ only in the split.{"" if base else " Its run is not part of this card: see the notes under Training."} Evaluate with

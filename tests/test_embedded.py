@@ -1,7 +1,8 @@
 """The shipped embedded default model (`assets/unix-shapes`): complete, small, loadable with no arguments,
 and trained: on held-out scenes it reads images as a random model cannot (thresholds a little under what
 the shipped weights measured, so that rounding differences between machines do not flip them). Its
-image generation does not meet issue 5's bar (see its model card), so nothing here claims it does."""
+image generation does not meet issue 5's bar (see its model card), so nothing here claims it does: the
+drawing test asks only for what it measured, a third of held-out prompts."""
 
 from __future__ import annotations
 
@@ -154,3 +155,37 @@ def test_object_cells_are_the_cells_an_object_touches():
     assert big == [r * 9 + c for r in range(3) for c in range(3)]
     # pixels 27..37 touch cells 3 (22-28), 4 and 5 (36-42); the circle leaves the corner cells empty
     assert small == [r * 9 + c for r in (3, 4, 5) for c in (3, 4, 5) if (r, c) not in {(3, 3), (3, 5), (5, 3), (5, 5)}]
+
+
+def test_evaluation_samples_images_with_the_checkpoint_defaults(tmp_path):
+    import shutil
+
+    from unix_core.training.evaluate import folder_evaluator
+
+    shutil.copytree(EMBEDDED_DEFAULT, tmp_path / "ckpt")
+    from unix_core.sampling import SamplingConfig
+
+    shipped = folder_evaluator(tmp_path / "ckpt").image_sampling
+    templates = UniXPipeline.from_pretrained().templates
+    for entry in ("text_to_image", "edit"):  # the pipeline's defaults for the shipped folder
+        assert shipped[entry] == SamplingConfig(**templates.defaults[entry])
+    (tmp_path / "ckpt" / "prompt_templates.json").write_text(json.dumps(
+        {"family": "shapes", "defaults": {"text_to_image": {"cfg_scale": 2.5, "temperature": 0.5}}}))
+    tuned = folder_evaluator(tmp_path / "ckpt", image_sampling={"edit": {"cfg_scale": 7.0}}).image_sampling
+    assert (tuned["text_to_image"].cfg_scale, tuned["text_to_image"].temperature) == (2.5, 0.5)
+    assert tuned["edit"].cfg_scale == 7.0 and tuned["edit"].temperature == shipped["edit"].temperature
+    with pytest.raises(ValueError, match="allowed: text_to_image, edit"):
+        folder_evaluator(tmp_path / "ckpt", image_sampling={"caption": {"temperature": 1.0}})
+
+
+def test_draws_held_out_prompts_the_judge_accepts_with_the_default_sampling(pipe):
+    """With its default sampling the shipped model draws a third of held-out prompts correctly (measured 11/32
+    here; the former defaults, CFG 3 at temperature 1, drew 3/32), far from issue 5's 90% bar."""
+    from unix_core.training.data import to_canvas
+    from unix_core.world import judge, prompt_samples
+
+    box = pipe.image_tokenizer.config.input_box
+    samples = list(prompt_samples(32, seed=5, split="heldout"))
+    accepted = sum(judge(to_canvas(pipe.text_to_image(s.prompt, seed=i)[0], box), s.prompt, partial=True).ok
+                   for i, s in enumerate(samples))
+    assert accepted >= 8, f"the judge accepts {accepted}/32 drawn scenes"

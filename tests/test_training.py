@@ -492,6 +492,20 @@ def test_budget_plan_overrides_and_the_card_command_repeats_them():
     no_base = module.scores_table({"caption": {"correct": 9, "total": 10, "score": 0.9}}, None, "1:1")
     assert "| 9/10 = 90% | - |" in no_base and "| **90.0%** | - |" in no_base
 
+    # the card's scores must have been measured with the image sampling defaults that ship with the weights
+    from unix_core.pipeline import EMBEDDED_DEFAULT
+
+    sampling = module.shipped_sampling(EMBEDDED_DEFAULT)
+    module.check_sampling(Path("run"), {"settings": {"image_sampling": sampling}}, sampling)
+    stale = json.loads(json.dumps(sampling))
+    stale["text_to_image"]["cfg_scale"] += 1
+    for scores in ({"settings": {"image_sampling": stale}}, {}):
+        with pytest.raises(SystemExit, match="rerun scripts/evaluate_embedded.py"):
+            module.check_sampling(Path("run"), scores, sampling)
+    sentence = module.sampling_sentence({"text_to_image": {"cfg_scale": 1.5, "temperature": 0.3, "top_k": 0, "top_p": 1.0},
+                                         "edit": {"cfg_scale": 1.0, "temperature": 0.5, "top_k": 4, "top_p": 0.9}})
+    assert "text → image CFG 1.5, temperature 0.3; edit no CFG, temperature 0.5, top-k 4, top-p 0.9" in sentence
+
 
 def test_change_weights_mark_codes_that_differ_from_the_code_before():
     from unix_core.training.train_lm import image_code_weights

@@ -94,9 +94,15 @@ SHAPES = PromptTemplates(
     few_shot_example="<image>{text}<|endoftext|>",
     few_shot_query="<image>",
     end_tokens=("<|endoftext|>",),
+    # Image defaults tuned on held-out prompts of other seeds than the reported evaluation (seeds 1 and 2, not 0;
+    # `scripts/evaluate_embedded.py --seed 1 --sampling text_to_image.cfg_scale=1.5 ...`), shipped 1:1 model.
+    # Text to image, judge accepts (seed 1, n=100): CFG 3 at temperature 1 (the former default) 6, CFG 1 24,
+    # CFG 2 25, CFG >= 5 0-2; CFG 1.5 at temperature 0.5 49, at 0.3 53 (seed 2, n=200: 44% and 47%).
+    # Edit: temperature 1 18, 0.5 29, 0.3 30 (seed 2, n=200: 19% and 21%); CFG 2-3 2-9.
+    # Likely reason strong guidance hurts: the tiny model learned its unconditional branch from 10% of conditions.
     defaults={
-        "text_to_image": {"cfg_scale": 3.0, "temperature": 1.0, "top_k": 0, "top_p": 1.0},
-        "edit": {"cfg_scale": 1.0, "temperature": 1.0, "top_k": 0, "top_p": 1.0},
+        "text_to_image": {"cfg_scale": 1.5, "temperature": 0.3, "top_k": 0, "top_p": 1.0},
+        "edit": {"cfg_scale": 1.0, "temperature": 0.3, "top_k": 0, "top_p": 1.0},
         "text": {"temperature": 0.0, "max_new_tokens": 48},
     },
 )

@@ -1,11 +1,12 @@
 """Held-out evaluation of an embedded shapes-world checkpoint, one score per task.
 
-- text to image: sample an image for each held-out prompt (the pipeline's SHAPES defaults for CFG, temperature,
-  top-k, top-p) and count the images the pixel judge accepts for the prompt (``partial=True``: attributes a
-  prompt leaves out are free);
+- text to image: sample an image for each held-out prompt (the pipeline's defaults for CFG, temperature,
+  top-k, top-p: the checkpoint's ``prompt_templates.json`` over the SHAPES built-ins) and count the images
+  the pixel judge accepts for the prompt (``partial=True``: attributes a prompt leaves out are free);
 - caption: greedy caption, exact match with the canonical caption (``caption_match``);
 - VQA: greedy answer, ``vqa_match``;
-- edit: sample the edited image (the SHAPES edit defaults) and judge it against the target scene's caption;
+- edit: sample the edited image (the pipeline's edit defaults, likewise) and judge it against the target
+  scene's caption;
 - few-shot: greedy answer after the examples, ``fewshot_match`` (the episode's wording is required).
 
 Prompts are rendered with the SHAPES templates through the same :class:`SequenceBuilder` as training, and
@@ -65,11 +66,16 @@ class Evaluator:
     """Scores a Uni-X model with its text and image tokenizers on world samples of one split."""
 
     def __init__(self, model, tokenizer, vq, *, batch_size: int = 16, seed: int = 0,
-                 image_sampling: dict[str, dict] | None = None) -> None:
-        """``image_sampling`` overrides the SHAPES defaults per entry ("text_to_image", "edit"), for tuning."""
+                 image_sampling: dict[str, dict] | None = None, defaults: dict[str, dict] | None = None) -> None:
+        """``defaults``: the sampling defaults per entry (a checkpoint's templates; the SHAPES built-ins when
+        None); ``image_sampling`` overrides them per entry ("text_to_image", "edit"), for tuning."""
         self.model = model.eval()
+        defaults = SHAPES.defaults if defaults is None else defaults
+        unknown = sorted(set(image_sampling or {}) - {"text_to_image", "edit"})
+        if unknown:
+            raise ValueError(f"image_sampling entries {unknown} are not sampled; allowed: text_to_image, edit")
         self.image_sampling = {
-            entry: SamplingConfig(**{**SHAPES.defaults[entry], **(image_sampling or {}).get(entry, {})})
+            entry: SamplingConfig(**{**defaults[entry], **(image_sampling or {}).get(entry, {})})
             for entry in ("text_to_image", "edit")
         }
         self.tokenizer = tokenizer
@@ -228,9 +234,22 @@ def load_checkpoint(folder, device: str | torch.device = "cpu"):
 
 
 def evaluate_folder(folder, n: int, *, split: str = "heldout", tasks=EVAL_TASKS, seed: int = 0,
-                    device: str | torch.device = "cpu") -> dict[str, TaskScore]:
+                    device: str | torch.device = "cpu",
+                    image_sampling: dict[str, dict] | None = None) -> dict[str, TaskScore]:
+    """Scores with the sampling defaults the pipeline would use for ``folder`` (its ``prompt_templates.json``
+    over the SHAPES built-ins), overridden by ``image_sampling``."""
+    evaluator = folder_evaluator(folder, seed=seed, device=device, image_sampling=image_sampling)
+    return evaluator.run(n, split=split, tasks=tasks)
+
+
+def folder_evaluator(folder, *, seed: int = 0, device: str | torch.device = "cpu",
+                     image_sampling: dict[str, dict] | None = None) -> Evaluator:
+    """An :class:`Evaluator` for a checkpoint folder, sampling images with the folder's defaults."""
+    from unix_core.templates import load_templates
+
     model, tokenizer, vq = load_checkpoint(folder, device)
-    return Evaluator(model, tokenizer, vq, seed=seed).run(n, split=split, tasks=tasks)
+    defaults = load_templates(folder, default_family="shapes").defaults
+    return Evaluator(model, tokenizer, vq, seed=seed, defaults=defaults, image_sampling=image_sampling)
 
 
 def format_scores(scores: dict[str, TaskScore]) -> str:
