@@ -11,7 +11,6 @@ pipeline uses for the checkpoint (its ``prompt_templates.json``); ``--sampling t
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -55,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     import torch
 
-    from unix_core.training.evaluate import folder_evaluator, format_scores
+    from unix_core.training.evaluate import folder_evaluator, format_scores, sampling_record
 
     torch.set_num_threads(args.threads)
     if not args.checkpoint.is_dir():
@@ -66,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluator = folder_evaluator(args.checkpoint, seed=args.seed, device=args.device, image_sampling=overrides)
     scores = evaluator.run(args.n, split=args.split, tasks=args.tasks.split(","))
     print(format_scores(scores))
-    sampling = {entry: dataclasses.asdict(config) for entry, config in evaluator.image_sampling.items()}
+    sampling = sampling_record(evaluator.image_sampling)
     print("image sampling: " + "; ".join(f"{entry} {config}" for entry, config in sampling.items()))
     if args.json:
         out = {k: {"correct": v.correct, "total": v.total, "score": v.score, "failures": v.failures}

@@ -63,14 +63,10 @@ def run_summary(run: Path) -> dict:
 
 def shipped_sampling(folder: Path) -> dict:
     """The image sampling settings the pipeline uses for ``folder``, as ``evaluate_embedded`` records them."""
-    import dataclasses
-
-    from unix_core.sampling import SamplingConfig
     from unix_core.templates import load_templates
+    from unix_core.training.evaluate import resolve_image_sampling, sampling_record
 
-    defaults = load_templates(folder, default_family="shapes").defaults
-    return json.loads(json.dumps({entry: dataclasses.asdict(SamplingConfig(**defaults[entry]))
-                                  for entry in ("text_to_image", "edit")}))
+    return sampling_record(resolve_image_sampling(load_templates(folder, default_family="shapes").defaults))
 
 
 def check_sampling(run: Path, scores: dict, sampling: dict) -> None:

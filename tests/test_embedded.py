@@ -160,11 +160,10 @@ def test_object_cells_are_the_cells_an_object_touches():
 def test_evaluation_samples_images_with_the_checkpoint_defaults(tmp_path):
     import shutil
 
+    from unix_core.sampling import SamplingConfig
     from unix_core.training.evaluate import folder_evaluator
 
     shutil.copytree(EMBEDDED_DEFAULT, tmp_path / "ckpt")
-    from unix_core.sampling import SamplingConfig
-
     shipped = folder_evaluator(tmp_path / "ckpt").image_sampling
     templates = UniXPipeline.from_pretrained().templates
     for entry in ("text_to_image", "edit"):  # the pipeline's defaults for the shipped folder

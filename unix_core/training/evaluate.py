@@ -15,8 +15,9 @@ generation uses the streaming samplers of :mod:`unix_core.generation` with per-c
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 
@@ -62,6 +63,22 @@ def _drain_image(events) -> torch.Tensor:
     return grid
 
 
+IMAGE_ENTRIES: tuple[str, ...] = ("text_to_image", "edit")
+
+
+def resolve_image_sampling(defaults: dict[str, dict], overrides: dict[str, dict] | None = None) -> dict[str, SamplingConfig]:
+    """The sampling of each image entry: a templates' ``defaults``, overridden per entry by ``overrides``."""
+    unknown = sorted(set(overrides or {}) - set(IMAGE_ENTRIES))
+    if unknown:
+        raise ValueError(f"image_sampling entries {unknown} are not sampled; allowed: {', '.join(IMAGE_ENTRIES)}")
+    return {entry: SamplingConfig(**{**defaults[entry], **(overrides or {}).get(entry, {})}) for entry in IMAGE_ENTRIES}
+
+
+def sampling_record(sampling: dict[str, SamplingConfig]) -> dict:
+    """``sampling`` as plain JSON values, the form eval.json records (and the model card compares)."""
+    return json.loads(json.dumps({entry: asdict(config) for entry, config in sampling.items()}))
+
+
 class Evaluator:
     """Scores a Uni-X model with its text and image tokenizers on world samples of one split."""
 
@@ -70,14 +87,7 @@ class Evaluator:
         """``defaults``: the sampling defaults per entry (a checkpoint's templates; the SHAPES built-ins when
         None); ``image_sampling`` overrides them per entry ("text_to_image", "edit"), for tuning."""
         self.model = model.eval()
-        defaults = SHAPES.defaults if defaults is None else defaults
-        unknown = sorted(set(image_sampling or {}) - {"text_to_image", "edit"})
-        if unknown:
-            raise ValueError(f"image_sampling entries {unknown} are not sampled; allowed: text_to_image, edit")
-        self.image_sampling = {
-            entry: SamplingConfig(**{**defaults[entry], **(image_sampling or {}).get(entry, {})})
-            for entry in ("text_to_image", "edit")
-        }
+        self.image_sampling = resolve_image_sampling(SHAPES.defaults if defaults is None else defaults, image_sampling)
         self.tokenizer = tokenizer
         self.vq = vq
         resolve_separator(model.config, tokenizer)
