@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-SAMPLING_KEYS = {"cfg_scale": float, "temperature": float, "top_k": int, "top_p": float}
+SAMPLING_KEYS = {"cfg_scale": float, "temperature": float, "top_k": int, "top_p": float, "candidates": int}
 
 
 def parse_sampling(text: str) -> tuple[str, str, float | int]:
@@ -31,6 +31,8 @@ def parse_sampling(text: str) -> tuple[str, str, float | int]:
         raise argparse.ArgumentTypeError(
             f"expected ENTRY.KEY=VALUE with ENTRY text_to_image or edit and KEY one of {sorted(SAMPLING_KEYS)}, "
             f"got {text!r}")
+    if key == "candidates" and entry != "text_to_image":
+        raise argparse.ArgumentTypeError("candidates (the self-check) applies to text_to_image only")
     try:
         return entry, key, SAMPLING_KEYS[key](value)
     except ValueError:

@@ -82,6 +82,9 @@ def sampling_sentence(sampling: dict) -> str:
         c = sampling[entry]
         guidance = f"CFG {c['cfg_scale']:g}" if c["cfg_scale"] != 1 else "no CFG"
         extra = (f", top-k {c['top_k']}" if c["top_k"] else "") + (f", top-p {c['top_p']:g}" if c["top_p"] < 1 else "")
+        check = c.get("candidates", 1)
+        extra += (f", {check} candidates per image of which the model's own captioner keeps the one it finds the "
+                  "prompt most likely for (the self-check, `unix_core/selfcheck.py`)") if check > 1 else ""
         return f"{guidance}, temperature {c['temperature']:g}{extra}"
 
     return (f"Images are sampled with the pipeline's defaults for this model: text → image {one('text_to_image')}; "
@@ -138,6 +141,7 @@ def stage_times(summary: dict) -> str:
 def steps_flag(plan: dict, budget: float, split: bool = True) -> str:
     """The overrides (``--split`` unless ``split`` is false, ``--vq-steps``, ``--vq-restart-share``, ``--vq-decoder-steps``, ``--stage2-steps``, ``--separators`` and the
     stage-2 loss options) that turn the budget's plan into the run's, or nothing."""
+    from unix_core.training.data import MIX_TASKS
     from unix_core.training.embedded import plan_for_budget
 
     planned = plan_for_budget(budget, seed=plan["seed"])
@@ -159,6 +163,8 @@ def steps_flag(plan: dict, budget: float, split: bool = True) -> str:
         flags += f" --change-weight {stage2['change_weight']:g}"
     if stage2.get("image_noise", 0.0) != planned.stage2.image_noise:
         flags += f" --image-noise {stage2['image_noise']:g}"
+    mix = plan["mix"]
+    flags += "".join(f" --mix {task}={mix[task]}" for task in MIX_TASKS if mix[task] != getattr(planned.mix, task))
     if stage2.get("task_weights", {}) != planned.stage2.task_weights:
         flags += "".join(f" --task-weight {task}={weight:g}" for task, weight in stage2.get("task_weights", {}).items())
     return flags

@@ -45,6 +45,16 @@ def parse_task_weight(text: str) -> tuple[str, float]:
     return task, value
 
 
+def parse_mix_count(text: str) -> tuple[str, int]:
+    from unix_core.training.data import MIX_TASKS
+
+    task, _, count = text.partition("=")
+    if task not in MIX_TASKS or not count.isdigit() or int(count) < 1:
+        raise argparse.ArgumentTypeError(
+            f"--mix must look like TASK=COUNT with TASK one of {', '.join(MIX_TASKS)} and COUNT >= 1, got {text!r}")
+    return task, int(count)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path, help="run folder (created)")
@@ -68,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="stage 2: share of generated image codes replaced by random ones in the input (default 0)")
     parser.add_argument("--task-weight", type=parse_task_weight, action="append", default=None,
                         help="stage-2 loss weight of one task's trained tokens, e.g. vqa=8 (repeatable)")
+    parser.add_argument("--mix", type=parse_mix_count, action="append", default=None,
+                        help="training samples of one task in the stage-2 mix, e.g. edit=7875 (repeatable; "
+                        "default: the budget's mix)")
     parser.add_argument("--plan", type=Path, default=None, help="a plan.json to use instead of the budget plan")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 on a shared machine)")
     parser.add_argument("--cpu", action="store_true", help="stay on the CPU even when a GPU is present")
@@ -91,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.plan is not None:
         overrides = [f"--{k.replace('_', '-')}" for k in ("split", "hidden", "layers", "stage2_steps", "vq_steps",
                                                            "vq_restart_share", "vq_decoder_steps", "change_weight", "image_noise",
-                                                           "task_weight") if getattr(args, k) is not None]
+                                                           "task_weight", "mix") if getattr(args, k) is not None]
         overrides += ["--separators"] if args.separators else []
         if overrides:
             parser.error(f"--plan fixes every setting; drop {', '.join(overrides)} or edit the plan file")
@@ -102,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
                                vq_restart_share=args.vq_restart_share, vq_decoder_steps=args.vq_decoder_steps,
                                separators=args.separators,
                                change_weight=args.change_weight, image_noise=args.image_noise,
-                               task_weights=None if args.task_weight is None else dict(args.task_weight))
+                               task_weights=None if args.task_weight is None else dict(args.task_weight),
+                               mix_counts=None if args.mix is None else dict(args.mix))
     if (args.out / "plan.json").exists() and not args.resume:
         parser.error(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
 

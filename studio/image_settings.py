@@ -16,6 +16,7 @@ CFG_RANGE = (0.0, 20.0)
 TEMPERATURE_RANGE = (0.0, 3.0)
 TOP_P_RANGE = (0.01, 1.0)
 NUM_IMAGES_RANGE = (1, 4)
+CANDIDATES_RANGE = (1, 16)  # unix_core.sampling.MAX_CANDIDATES
 
 
 @dataclass(frozen=True)
@@ -25,9 +26,12 @@ class ImageSettings:
     top_k: int
     top_p: float
     num_images: int
+    candidates: int | None = None  # text to image's self-check; None where it does not apply (edit)
 
     @classmethod
-    def checked(cls, cfg_scale, temperature, top_k, top_p, num_images, *, codebook_size: int) -> "ImageSettings":
+    def checked(
+        cls, cfg_scale, temperature, top_k, top_p, num_images, candidates=None, *, codebook_size: int
+    ) -> "ImageSettings":
         """Validated settings (gr.Error naming the setting and its range otherwise)."""
         return cls(
             cfg_scale=validation.number("CFG scale", cfg_scale, *CFG_RANGE),
@@ -35,10 +39,18 @@ class ImageSettings:
             top_k=validation.integer("Top-k", top_k, 0, codebook_size),
             top_p=validation.number("Top-p", top_p, *TOP_P_RANGE),
             num_images=validation.integer("Number of images", num_images, *NUM_IMAGES_RANGE),
+            candidates=None
+            if candidates is None
+            else validation.integer("Self-check candidates", candidates, *CANDIDATES_RANGE),
         )
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The pipeline's keyword arguments (and the run card's settings)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def values(self) -> list:
+        """The controls' values, in :meth:`ImageControls.settings` order."""
+        return list(self.to_dict().values())
 
 
 @dataclass
@@ -52,16 +64,19 @@ class ImageControls:
     num_images: gr.Slider
     seed: gr.Number
     randomize: gr.Checkbox
+    candidates: gr.Slider | None = None
 
     def settings(self) -> list:
-        return [self.cfg_scale, self.temperature, self.top_k, self.top_p, self.num_images]
+        out = [self.cfg_scale, self.temperature, self.top_k, self.top_p, self.num_images]
+        return out + ([self.candidates] if self.candidates is not None else [])
 
     def all(self) -> list:
         return [*self.settings(), self.seed, self.randomize]
 
 
-def build_controls(defaults: dict, codebook_size: int, *, prefix: str) -> ImageControls:
-    """Seed and image count in view, the sampling knobs in an accordion."""
+def build_controls(defaults: dict, codebook_size: int, *, prefix: str, self_check: bool = False) -> ImageControls:
+    """Seed and image count in view, the sampling knobs in an accordion (with ``self_check``, text to image,
+    also the number of self-check candidates)."""
     with gr.Row():
         num_images = gr.Slider(
             *NUM_IMAGES_RANGE, value=1, step=1, label="Number of images", elem_id=f"{prefix}-num-images"
@@ -104,4 +119,15 @@ def build_controls(defaults: dict, codebook_size: int, *, prefix: str) -> ImageC
             info="1 = off",
             elem_id=f"{prefix}-top-p",
         )
-    return ImageControls(cfg_scale, temperature, top_k, top_p, num_images, seed, randomize)
+        candidates = None
+        if self_check:
+            candidates = gr.Slider(
+                *CANDIDATES_RANGE,
+                value=int(defaults.get("candidates", 1)),
+                step=1,
+                label="Self-check candidates",
+                info="Draw this many images per result and keep the one the model's own captioner finds the "
+                "prompt most likely for; 1 = off",
+                elem_id=f"{prefix}-candidates",
+            )
+    return ImageControls(cfg_scale, temperature, top_k, top_p, num_images, seed, randomize, candidates)

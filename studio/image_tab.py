@@ -86,7 +86,7 @@ def stream_run(
                 ).to_json()
                 images = [run_card.with_card(image, card) for image in event.images]
                 record = RunRecord(entry_point, f"{title} (seed {event.seed})", list(event.sequence_ids))
-                status = streaming.image_status(event, settings.num_images)
+                status = streaming.image_status(event)
                 yield composer.update(event), status, images, card, event.seed, record
             elif stopped():
                 status = f"Stopped at code {event.step}/{event.total} · seed {event.seed}"
@@ -94,12 +94,13 @@ def stream_run(
                 return
             elif throttle.ready():
                 # Plain values (the gallery stays empty while running): cheaper for Gradio than gr.skip().
-                status = streaming.image_status(event, settings.num_images)
+                status = streaming.image_status(event)
                 yield composer.update(event), status, None, "", event.seed, gr.skip()
 
 
 def card_updates(ctx: StudioContext, card_text: str, *, entry_point: str) -> tuple:
-    """Control values from a run card: text, cfg, temperature, top-k, top-p, images, seed, randomize, card, status."""
+    """Control values from a run card: text, the settings (cfg, temperature, top-k, top-p, images, and for
+    text to image candidates), seed, randomize, card, status."""
     card = run_card.parse(card_text, entry_point=entry_point, codebook_size=ctx.codebook_size)
     s = card.settings
     note = f"Run card loaded (seed {card.seed}). Press Generate to reproduce it."
@@ -108,7 +109,7 @@ def card_updates(ctx: StudioContext, card_text: str, *, entry_point: str) -> tup
         note += " Note: it was made with another model."
     if card.input_image_sha256:
         note += " Use the same input image (its SHA-256 is in the card)."
-    return card.text, s.cfg_scale, s.temperature, s.top_k, s.top_p, s.num_images, card.seed, False, card_text, note
+    return card.text, *s.values(), card.seed, False, card_text, note
 
 
 def wire_common(

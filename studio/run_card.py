@@ -106,12 +106,19 @@ def parse(text: str, *, entry_point: str, codebook_size: int) -> RunCard:
     missing = [k for k in ("cfg_scale", "temperature", "top_k", "top_p", "num_images") if k not in settings]
     if missing:
         raise gr.Error(f"Run card settings lack {', '.join(missing)}.", print_exception=False)
+    candidates = None
+    if entry == "text_to_image":  # cards from before the self-check drew one image per result
+        candidates = settings.get("candidates", 1)
+    elif "candidates" in settings:
+        raise gr.Error("Run card settings: candidates (the self-check) applies to Text → Image only.",
+                       print_exception=False)
     checked = ImageSettings.checked(
         settings["cfg_scale"],
         settings["temperature"],
         settings["top_k"],
         settings["top_p"],
         settings["num_images"],
+        candidates,
         codebook_size=codebook_size,
     )
     model = data.get("model", "")

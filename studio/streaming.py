@@ -74,13 +74,22 @@ def tile(images: list[Image.Image], scale: int = 1) -> Image.Image:
     return sheet
 
 
-def image_status(event: ImageStreamEvent, num_images: int) -> str:
-    rate = event.step * num_images / max(event.elapsed, 1e-9)
+def image_status(event: ImageStreamEvent) -> str:
+    rows = event.grids.shape[0]
+    rate = event.step * rows / max(event.elapsed, 1e-9)
     if event.done:
-        return (
-            f"Done: {event.total} codes × {num_images} image(s) in {event.elapsed:.1f} s "
+        text = (
+            f"Done: {event.total} codes × {rows} image(s) in {event.elapsed:.1f} s "
             f"({rate:.0f} tokens/s) · seed {event.seed}"
         )
+        if event.chosen is not None:
+            picks = "; ".join(
+                f"#{c + 1} of {event.candidates} (prompt log-prob {scores[c]:.1f}, next best "
+                f"{max(x for i, x in enumerate(scores) if i != c):.1f})"
+                for c, scores in zip(event.chosen, event.scores)
+            )
+            text += f" · self-check kept {picks}"
+        return text
     eta = (event.total - event.step) * event.elapsed / max(event.step, 1)
     return (
         f"Generating: code {event.step}/{event.total} ({100 * event.step / event.total:.0f}%) · "

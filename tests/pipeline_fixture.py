@@ -53,5 +53,7 @@ def build_checkpoint(folder: Path, fixtures_dir: Path, *, family: str = "shapes"
     model.save_pretrained(folder)
     for name in ("vqgan.yaml", "vqgan.ckpt"):
         shutil.copy(fixtures_dir / "vqgan_tiny" / name, folder / name)
-    (folder / "prompt_templates.json").write_text(json.dumps({"family": family}))
+    # one candidate per image (no self-check) unless a test asks for more: keeps image tests fast and direct
+    templates = {"family": family, "defaults": {"text_to_image": {"candidates": 1}}}
+    (folder / "prompt_templates.json").write_text(json.dumps(templates))
     return folder

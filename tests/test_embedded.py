@@ -178,13 +178,19 @@ def test_evaluation_samples_images_with_the_checkpoint_defaults(tmp_path):
 
 
 def test_draws_held_out_prompts_the_judge_accepts_with_the_default_sampling(pipe):
-    """With its default sampling the shipped model draws a third of held-out prompts correctly (measured 11/32
-    here; the former defaults, CFG 3 at temperature 1, drew 3/32), far from issue 5's 90% bar."""
+    """With its default sampling (16 candidates, the model's own captioner keeps one) the shipped model draws
+    most held-out prompts correctly: measured 26/32 here, against 10/32 from the first
+    candidate alone (the same draw: candidates are sampled like separate images). Issue 5's bar is 90%."""
     from unix_core.training.data import to_canvas
     from unix_core.world import judge, prompt_samples
 
+    assert pipe.templates.defaults["text_to_image"]["candidates"] == 16
     box = pipe.image_tokenizer.config.input_box
     samples = list(prompt_samples(32, seed=5, split="heldout"))
-    accepted = sum(judge(to_canvas(pipe.text_to_image(s.prompt, seed=i)[0], box), s.prompt, partial=True).ok
-                   for i, s in enumerate(samples))
-    assert accepted >= 8, f"the judge accepts {accepted}/32 drawn scenes"
+    checked = one = 0
+    for i, s in enumerate(samples):
+        final = list(pipe.text_to_image_stream(s.prompt, seed=i, preview_every_rows=0))[-1]
+        first = pipe.image_tokenizer.decode(final.grids[0])
+        checked += judge(to_canvas(final.images[0], box), s.prompt, partial=True).ok
+        one += judge(to_canvas(first, box), s.prompt, partial=True).ok
+    assert checked >= 20 and checked >= one + 8, f"the judge accepts {checked}/32 (first candidate alone {one}/32)"

@@ -50,6 +50,43 @@ def test_text_to_image_stream_fills_in_code_by_code(pipe):
     assert events[10].mosaics[0].tobytes() != events[200].mosaics[0].tobytes()
 
 
+def test_self_check_keeps_the_candidate_the_captioner_scores_highest(pipe):
+    from unix_core.selfcheck import caption_scores
+
+    prompt = "a red circle"
+    events = list(pipe.text_to_image_stream(prompt, seed=4, num_images=2, candidates=3, preview_every_rows=0))
+    final = events[-1]
+    assert final.candidates == 3 and final.grids.shape[0] == 6 and all(len(e.mosaics) == 6 for e in events)
+    assert len(final.images) == 2 and len(final.chosen) == 2 and all(len(s) == 3 for s in final.scores)
+    for i, chosen in enumerate(final.chosen):
+        scores = caption_scores(pipe.model, pipe.builder, pipe.templates.caption, final.grids[3 * i : 3 * i + 3], prompt)
+        assert torch.allclose(scores, torch.tensor(final.scores[i]), atol=1e-4)
+        assert chosen == int(scores.argmax())
+    kept = torch.stack([final.grids[3 * i + c] for i, c in enumerate(final.chosen)])
+    assert [im.tobytes() for im in final.images] == [im.tobytes() for im in pipe.image_tokenizer.decode_batch(kept)]
+    codes = pipe.builder.code_ids(final.grids[final.chosen[0]])
+    assert final.sequence_ids[-len(codes) :] == codes
+    # Candidates are drawn like plain images: the first candidate is what one image per request would be.
+    plain = list(pipe.text_to_image_stream(prompt, seed=4, num_images=6, preview_every_rows=0))[-1]
+    assert torch.equal(plain.grids, final.grids)
+    one = list(pipe.text_to_image_stream(prompt, seed=4, candidates=1, preview_every_rows=0))[-1]
+    assert one.chosen is None and one.scores is None and one.candidates == 1
+
+
+def test_caption_scores_equal_a_full_forward_over_the_text_vocabulary(pipe):
+    from unix_core.selfcheck import caption_scores
+
+    grids = torch.randint(0, 64, (2, 16, 16))
+    got = caption_scores(pipe.model, pipe.builder, pipe.templates.caption, grids, "a blue square")
+    target = pipe.builder.text_ids(" a blue square", user=True)
+    for grid, score in zip(grids, got):
+        ids = pipe.builder.render(pipe.templates.caption, {}, [grid]).ids + target
+        with torch.no_grad():
+            logits = pipe.model(torch.tensor([ids])).logits[0, :, : pipe.model.config.real_text_vocab_size]
+        logp = logits.float().log_softmax(-1)[len(ids) - len(target) - 1 : -1]
+        assert float(score) == pytest.approx(float(logp.gather(-1, torch.tensor(target)[:, None]).sum()), abs=1e-4)
+
+
 def test_adaptive_preview_schedule_keeps_decoding_within_budget():
     from unix_core.pipeline import PreviewSchedule
 
@@ -137,6 +174,8 @@ def test_user_text_cannot_inject_special_tokens(pipe):
         (lambda p, im: p.text_to_image("a", top_k=-3), "top_k"),
         (lambda p, im: p.text_to_image("a", top_p=0.0), "top_p"),
         (lambda p, im: p.text_to_image("a", num_images=0), "num_images"),
+        (lambda p, im: p.text_to_image("a", candidates=0), "candidates must be an integer in \\[1, 16\\]"),
+        (lambda p, im: p.text_to_image("a", candidates=2.0), "candidates"),
         (lambda p, im: p.text_to_image("a", seed=-1), "seed"),
         (lambda p, im: p.caption(b"not an image"), "image is not a usable image"),
         (lambda p, im: p.caption(Image.new("RGB", (0, 0))), "image is not a usable image"),

@@ -32,7 +32,7 @@ from unix_core.world import answer_question, apply_edit, parse_caption, scene_sp
 ROOT = Path(__file__).resolve().parent.parent
 ENDPOINTS = {"text_to_image", "caption", "answer", "edit", "few_shot", "routing"}
 PROMPT = "a large red circle at the center on a white background"
-SETTINGS = ImageSettings(cfg_scale=3.0, temperature=1.0, top_k=0, top_p=1.0, num_images=1)
+SETTINGS = ImageSettings(cfg_scale=3.0, temperature=1.0, top_k=0, top_p=1.0, num_images=1, candidates=1)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_image_run_streams_previews_and_ends_with_carded_images(ctx, pipe):
     assert status.startswith("Done") and seed == 3 and preview.size == (pipe.image_size * scale,) * 2
     card = json.loads(card_json)
     assert card["seed"] == 3 and card["prompt"] == PROMPT and json.loads(images[0].info[run_card.PNG_KEY]) == card
-    direct = pipe.text_to_image(PROMPT, seed=3, cfg_scale=3.0, temperature=1.0, top_k=0, top_p=1.0)
+    direct = pipe.text_to_image(PROMPT, seed=3, cfg_scale=3.0, temperature=1.0, top_k=0, top_p=1.0, candidates=1)
     assert images[0].tobytes() == direct[0].tobytes()
     assert record.entry_point == "text_to_image" and len(record.sequence_ids) == len(
         pipe.trace(record.sequence_ids).token_ids
@@ -177,7 +177,7 @@ def test_stop_signals_count_only_presses_during_a_run():
 
 
 def test_preview_composer_shows_decoded_rows_over_the_mosaic(pipe):
-    events = list(pipe.text_to_image_stream(PROMPT, seed=1, preview_every_rows=4))
+    events = list(pipe.text_to_image_stream(PROMPT, seed=1, preview_every_rows=4, candidates=1))
     composer = streaming.PreviewComposer(pipe.grid_hw, pipe.image_size)
     w, size = pipe.grid_hw[1], pipe.image_size
     decoded_event = events[4 * w - 1]  # after 4 rows of codes: the first decoded preview
@@ -190,6 +190,11 @@ def test_preview_composer_shows_decoded_rows_over_the_mosaic(pipe):
     assert frame.crop(top).tobytes() == decoded_event.decoded[0].crop(top).tobytes()
     assert frame.crop(rest).tobytes() == later.mosaics[0].crop(rest).tobytes()
     assert streaming.tile([frame] * 5).size == (4 * size + 3 * 2, 2 * size + 2)
+    # a self-check run previews all its candidates while drawing, then shows the one kept
+    checked = list(pipe.text_to_image_stream(PROMPT, seed=1, preview_every_rows=0, candidates=4))
+    composer = streaming.PreviewComposer(pipe.grid_hw, pipe.image_size)
+    assert composer.update(checked[10]).size == ((4 * size + 3 * 2) * composer.scale, size * composer.scale)
+    assert composer.update(checked[-1]).size == (size * composer.scale,) * 2
 
 
 def test_throttle_limits_update_rate():
@@ -251,7 +256,7 @@ def test_run_card_round_trip_through_json_and_png(tmp_path, ctx):
     assert run_card.read_file(tmp_path / "card.json") == text
     with pytest.warns(UserWarning, match="made with model 'm'"):
         values = card_updates(ctx, text, entry_point="text_to_image")
-    assert values[:8] == (PROMPT, 3.0, 1.0, 0, 1.0, 1, 42, False) and "another model" in values[-1]
+    assert values[:9] == (PROMPT, 3.0, 1.0, 0, 1.0, 1, 1, 42, False) and "another model" in values[-1]
 
 
 @pytest.mark.parametrize(
@@ -263,6 +268,7 @@ def test_run_card_round_trip_through_json_and_png(tmp_path, ctx):
         (lambda c: json.dumps({**c, "settings": {**c["settings"], "cfg_scale": 99}}), "CFG scale is 99"),
         (lambda c: json.dumps({**c, "settings": {"cfg_scale": 1}}), "settings lack"),
         (lambda c: json.dumps({**c, "seed": -1}), "seed is -1"),
+        (lambda c: json.dumps({**c, "settings": {**c["settings"], "candidates": 0}}), "candidates is 0"),
         (lambda c: json.dumps({**c, "prompt": ""}), "prompt is empty"),
     ],
 )
@@ -270,6 +276,18 @@ def test_bad_run_cards_are_rejected(edit, message):
     good = run_card.RunCard("m", "text_to_image", PROMPT, SETTINGS, 1).to_dict()
     with pytest.raises(gr.Error, match=message):
         run_card.parse(edit(good), entry_point="text_to_image", codebook_size=64)
+
+
+def test_run_cards_from_before_the_self_check_draw_one_candidate_and_edit_cards_take_none():
+    old = run_card.RunCard("m", "text_to_image", PROMPT, SETTINGS, 1).to_dict()
+    del old["settings"]["candidates"]
+    assert run_card.parse(json.dumps(old), entry_point="text_to_image", codebook_size=64).settings.candidates == 1
+    edit = {**old, "entry_point": "edit", "instruction": "remove the circle"}
+    del edit["prompt"]
+    assert run_card.parse(json.dumps(edit), entry_point="edit", codebook_size=64).settings.candidates is None
+    with pytest.raises(gr.Error, match="Text → Image only"):
+        edit["settings"] = {**edit["settings"], "candidates": 2}
+        run_card.parse(json.dumps(edit), entry_point="edit", codebook_size=64)
 
 
 def test_png_without_card_is_rejected(tmp_path):

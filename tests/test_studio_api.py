@@ -55,8 +55,10 @@ def shape_png(tmp_path_factory) -> str:
     return str(path)
 
 
-def t2i_args(prompt=PROMPT, *, cfg=3.0, temperature=1.0, top_k=0, top_p=1.0, num_images=1, seed=7, randomize=False):
-    return (prompt, cfg, temperature, top_k, top_p, num_images, seed, randomize)
+def t2i_args(
+    prompt=PROMPT, *, cfg=3.0, temperature=1.0, top_k=0, top_p=1.0, num_images=1, candidates=1, seed=7, randomize=False
+):
+    return (prompt, cfg, temperature, top_k, top_p, num_images, candidates, seed, randomize)
 
 
 def image_path(value) -> Path:
@@ -90,7 +92,9 @@ def test_text_to_image_returns_images_with_run_card_and_reproduces(client, pipe)
     assert status.startswith("Done") and seed == 7 and len(gallery) == 1
     card = json.loads(card_json)
     assert card["prompt"] == PROMPT and card["seed"] == 7 and card["entry_point"] == "text_to_image"
-    assert card["settings"] == {"cfg_scale": 3.0, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "num_images": 1}
+    assert card["settings"] == {
+        "cfg_scale": 3.0, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "num_images": 1, "candidates": 1
+    }
     first = image_path(gallery[0]["image"])
     with Image.open(first) as png:
         assert png.format == "PNG" and png.size == (pipe.image_size,) * 2
@@ -100,6 +104,14 @@ def test_text_to_image_returns_images_with_run_card_and_reproduces(client, pipe)
     assert pixels(again) == Image.open(first).tobytes()
     other = client.predict(*t2i_args(seed=8), api_name="/text_to_image")
     assert pixels(other) != Image.open(first).tobytes()
+
+
+def test_self_check_keeps_one_image_per_result_and_says_which(client, pipe):
+    _, status, gallery, card_json, _ = client.predict(*t2i_args(candidates=3, num_images=2), api_name="/text_to_image")
+    assert len(gallery) == 2 and status.count("of 3 (prompt log-prob") == 2, status
+    assert json.loads(card_json)["settings"]["candidates"] == 3
+    again = client.predict(*t2i_args(candidates=3, num_images=2), api_name="/text_to_image")
+    assert again[1].split("self-check")[1] == status.split("self-check")[1]  # same seed, same choice and scores
 
 
 def test_randomized_seed_is_reported(client):
@@ -224,6 +236,7 @@ def test_routing_traces_an_input(client, shape_png, pipe):
         ("/text_to_image", t2i_args("x" * 501), "at most 500"),
         ("/text_to_image", t2i_args(cfg=99.0), "greater than maximum"),
         ("/text_to_image", t2i_args(top_p=0.0), "less than minimum"),
+        ("/text_to_image", t2i_args(candidates=17), "greater than maximum"),
         ("/caption", (None, 0.0, 8, None), "Image is missing"),
         ("/answer", ("TINY", "what?", 0.0, 8, None), "at least 8 pixels"),
         ("/answer", ("NOTIMAGE", "what?", 0.0, 8, None), r"^Image is not a readable image file \(UnidentifiedImageError\); allowed formats: PNG"),

@@ -489,6 +489,9 @@ def test_budget_plan_overrides_and_the_card_command_repeats_them():
     split = plan_for_budget(70, split=(1, 1), vq_steps=4200)
     assert module.steps_flag(split.to_dict(), 70) == " --split 1:1 --vq-steps 4200"
     assert module.steps_flag(split.to_dict(), 70, split=False) == " --vq-steps 4200"
+    more_edits = plan_for_budget(70, mix_counts={"edit": 7875})
+    assert more_edits.mix.edit == 7875 and more_edits.mix.vqa == base.mix.vqa  # others keep the budget's counts
+    assert module.steps_flag(more_edits.to_dict(), 70) == " --mix edit=7875"
     no_base = module.scores_table({"caption": {"correct": 9, "total": 10, "score": 0.9}}, None, "1:1")
     assert "| 9/10 = 90% | - |" in no_base and "| **90.0%** | - |" in no_base
 
@@ -580,3 +583,18 @@ def test_weighted_loss_is_a_weighted_mean_over_trained_positions():
                                              ignore_index=IGNORE, reduction="none").view(2, 3)
     expected = (each[0, :2].sum() + 3 * each[1, 1:].sum()) / 8
     assert torch.allclose(weighted_lm_loss(logits, labels, rows), expected)
+
+
+def test_train_script_parses_mix_counts_and_rejects_bad_ones():
+    import argparse
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train_embedded.py"
+    spec = importlib.util.spec_from_file_location("train_embedded", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.parse_mix_count("edit=7875") == ("edit", 7875)
+    for bad in ("edit", "edit=0", "edit=-3", "edit=2.5", "paint=10"):
+        with pytest.raises(argparse.ArgumentTypeError, match="TASK=COUNT"):
+            module.parse_mix_count(bad)

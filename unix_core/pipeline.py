@@ -29,6 +29,7 @@ from .generation import generate_image_stream, generate_text_stream
 from .model import UniXForCausalLM
 from .prompting import PromptBuilder, RenderedPrompt, Segment
 from .routing import RoutingTrace, trace_routing
+from .selfcheck import caption_scores
 from .sampling import SamplingConfig
 from .templates import PromptTemplates, load_templates
 
@@ -47,9 +48,14 @@ MAX_NEW_TOKENS = 1024
 @dataclass
 class ImageStreamEvent:
     """Progress of an image generation: ``grids`` (B, h, w) codes so far (-1 = not yet), one cheap
-    ``mosaics`` preview per image every step, ``decoded`` previews at the row interval (else None), and the
-    final ``images`` on the last event. ``sequence_ids`` (last event) is the first image's full sequence,
-    for :meth:`UniXPipeline.trace`."""
+    ``mosaics`` preview per drawn image every step, ``decoded`` previews at the row interval (else None), and
+    the final ``images`` on the last event. ``sequence_ids`` (last event) is the first image's full sequence,
+    for :meth:`UniXPipeline.trace`.
+
+    With a self-check (``candidates`` > 1, text to image) B is ``num_images * candidates``: rows
+    ``i * candidates ... (i + 1) * candidates - 1`` are the candidates of image ``i``; the last event names the
+    ``chosen`` candidate of each image and every candidate's ``scores`` (the captioner's log-probability of
+    the prompt), and ``images`` holds the chosen ones only."""
 
     step: int
     total: int
@@ -60,6 +66,9 @@ class ImageStreamEvent:
     decoded: list[Image.Image] | None = None
     images: list[Image.Image] | None = None
     sequence_ids: list[int] | None = None
+    candidates: int = 1
+    chosen: list[int] | None = None
+    scores: list[list[float]] | None = None
 
     @property
     def progress(self) -> float:
@@ -326,16 +335,21 @@ class UniXPipeline:
         top_p: float | None = None,
         num_images: int = 1,
         cfg_window: tuple[float, float] | None = None,
+        candidates: int | None = None,
         preview_every_rows: int | None = None,
     ) -> Iterator[ImageStreamEvent]:
+        """``candidates`` > 1: draw that many images per requested image and keep the one the model's own
+        captioner finds the prompt most likely for (:mod:`unix_core.selfcheck`); None: the checkpoint's
+        default (1 unless its templates say otherwise)."""
         prompt = self._check_text("prompt", prompt)
         t = self.templates
         rendered = self._render(t.text_to_image, {"prompt": prompt}, [])
         uncond = self._render(t.unconditional, {}, [])
         sampling = self._sampling(
-            "text_to_image", cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p, cfg_window=cfg_window
+            "text_to_image", cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p,
+            cfg_window=cfg_window, candidates=candidates,
         )
-        return self._image_stream(rendered, uncond, sampling, seed, num_images, preview_every_rows)
+        return self._image_stream(rendered, uncond, sampling, seed, num_images, preview_every_rows, check=prompt)
 
     def edit_stream(
         self,
@@ -369,7 +383,9 @@ class UniXPipeline:
         seed: int | None,
         num_images: int,
         preview_every_rows: int | None,
+        check: str | None = None,
     ) -> Iterator[ImageStreamEvent]:
+        """``check``: the prompt the self-check scores candidates against (text to image)."""
         if isinstance(num_images, bool) or not isinstance(num_images, int) or not 1 <= num_images <= MAX_IMAGES_PER_PROMPT:
             raise ValueError(f"num_images must be an integer in [1, {MAX_IMAGES_PER_PROMPT}], got {num_images!r}")
         if preview_every_rows is not None and (
@@ -383,18 +399,25 @@ class UniXPipeline:
         image_tokens = len(self.builder.code_ids(torch.zeros(h, w, dtype=torch.long)))  # codes (+ separators)
         self._check_context(max(len(rendered.ids), len(uncond.ids)), image_tokens, "the prompt")
         seed = self._seed(seed)
-        return self._run_image_stream(rendered.ids, uncond.ids, sampling, seed, num_images, preview_every_rows)
+        if sampling.candidates > 1:
+            if check is None:
+                raise ValueError("candidates > 1 (the self-check) applies to text to image only")
+            self._check_context(len(self._render(self.templates.caption, {}, [torch.zeros(h, w, dtype=torch.long)]).ids)
+                                + len(self.builder.text_ids(" " + check, user=True)), 0, "the self-check's caption")
+        return self._run_image_stream(rendered.ids, uncond.ids, sampling, seed, num_images, preview_every_rows,
+                                      check if sampling.candidates > 1 else None)
 
-    def _run_image_stream(self, ids, uncond_ids, sampling, seed, num_images, preview_every_rows):
+    def _run_image_stream(self, ids, uncond_ids, sampling, seed, num_images, preview_every_rows, check):
         from .vq import StreamingPreview
 
         h, w = self.grid_hw
+        k = sampling.candidates if check is not None else 1
         start = time.perf_counter()
         schedule = PreviewSchedule(preview_every_rows)
-        previews = [StreamingPreview(self.image_tokenizer, (h, w)) for _ in range(num_images)]
+        previews = [StreamingPreview(self.image_tokenizer, (h, w)) for _ in range(num_images * k)]
         stream = generate_image_stream(
             self.model,
-            [ids] * num_images,
+            [ids] * (num_images * k),
             grid_hw=(h, w),
             sampling=sampling,
             unconditional=uncond_ids,
@@ -418,8 +441,17 @@ class UniXPipeline:
                         schedule.decoded(mark - now)
                     else:
                         mark = now
-                images = self.image_tokenizer.decode_batch(event.grid.cpu()) if last else None
-                sequence = ids + self.builder.code_ids(event.grid[0].cpu()) if last else None
+                images = sequence = chosen = scores = None
+                if last:
+                    grids = event.grid.cpu()
+                    if k > 1:
+                        scores = [caption_scores(self.model, self.builder, self.templates.caption,
+                                                 grids[i * k : (i + 1) * k], check) for i in range(num_images)]
+                        chosen = [int(s.argmax()) for s in scores]
+                        grids = torch.stack([grids[i * k + c] for i, c in enumerate(chosen)])
+                        scores = [s.tolist() for s in scores]
+                    images = self.image_tokenizer.decode_batch(grids)
+                    sequence = ids + self.builder.code_ids(grids[0])
                 yield ImageStreamEvent(
                     step=step,
                     total=h * w,
@@ -430,6 +462,9 @@ class UniXPipeline:
                     decoded=decoded,
                     images=images,
                     sequence_ids=sequence,
+                    candidates=k,
+                    chosen=chosen,
+                    scores=scores,
                 )
         finally:
             stream.close()

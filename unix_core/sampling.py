@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 NEG_INF = float("-inf")
+MAX_CANDIDATES = 16  # images drawn per requested image for the self-check
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,9 @@ class SamplingConfig:
     ``temperature`` 0 means greedy (argmax). ``top_k`` 0 and ``top_p`` 1.0 disable those filters.
     ``cfg_scale`` 1.0 disables classifier-free guidance; ``cfg_window`` is the fraction ``(start, end)`` of
     the image's codes during which guidance is applied (outside it the conditional logits are used alone).
+    ``candidates`` (text to image only): images drawn per requested image, of which the pipeline keeps the one
+    the model's own captioner scores highest for the prompt (:mod:`unix_core.selfcheck`); 1 = no self-check.
+    The token samplers themselves ignore it.
     """
 
     temperature: float = 1.0
@@ -29,6 +33,7 @@ class SamplingConfig:
     top_p: float = 1.0
     cfg_scale: float = 1.0
     cfg_window: tuple[float, float] = (0.0, 1.0)
+    candidates: int = 1
 
     def __post_init__(self) -> None:
         check_range("temperature", self.temperature, 0.0, 10.0)
@@ -41,6 +46,14 @@ class SamplingConfig:
             or not 0.0 <= self.cfg_window[0] < self.cfg_window[1] <= 1.0
         ):
             raise ValueError(f"cfg_window must be (start, end) with 0 <= start < end <= 1, got {self.cfg_window!r}")
+        if (
+            isinstance(self.candidates, bool)
+            or not isinstance(self.candidates, int)
+            or not 1 <= self.candidates <= MAX_CANDIDATES
+        ):
+            raise ValueError(
+                f"candidates must be an integer in [1, {MAX_CANDIDATES}] (1: no self-check), got {self.candidates!r}"
+            )
 
     @property
     def uses_guidance(self) -> bool:

@@ -24,7 +24,7 @@ def build(ctx: StudioContext) -> TabParts:
                 elem_id="t2i-prompt",
                 placeholder="a large red circle at the center on a white background",
             )
-            controls = build_controls(defaults, ctx.codebook_size, prefix="t2i")
+            controls = build_controls(defaults, ctx.codebook_size, prefix="t2i", self_check=True)
             with gr.Row():
                 generate = gr.Button("Generate", variant="primary", elem_id="t2i-generate")
                 stop = gr.Button("Stop", variant="stop", elem_id="t2i-stop")
@@ -34,12 +34,12 @@ def build(ctx: StudioContext) -> TabParts:
     run_state = gr.State(None)
 
     def text_to_image(
-        prompt_text, cfg_scale, temperature, top_k, top_p, num_images, seed, randomize, request: gr.Request
+        prompt_text, cfg_scale, temperature, top_k, top_p, num_images, candidates, seed, randomize, request: gr.Request
     ):
         """Generate images for a prompt; streams previews, ends with the images and their run card."""
         text = validation.text("Prompt", prompt_text)
         settings = ImageSettings.checked(
-            cfg_scale, temperature, top_k, top_p, num_images, codebook_size=ctx.codebook_size
+            cfg_scale, temperature, top_k, top_p, num_images, candidates, codebook_size=ctx.codebook_size
         )
         with ctx.stop_watch(request, "text_to_image") as stopped:
             yield from image_tab.stream_run(

@@ -521,8 +521,10 @@ def plan_for_budget(
     change_weight: float | None = None,
     image_noise: float | None = None,
     task_weights: dict[str, float] | None = None,
+    mix_counts: dict[str, int] | None = None,
 ) -> EmbeddedPlan:
-    """A plan whose stages should fit ``minutes`` on the 2-core CPU (one thread); deterministic in its args."""
+    """A plan whose stages should fit ``minutes`` on the 2-core CPU (one thread); deterministic in its args.
+    ``mix_counts`` sets the number of training samples of some tasks (after the budget's scaling of the mix)."""
     if minutes <= 0:
         raise ValueError(f"budget must be positive minutes, got {minutes}")
     base = EmbeddedPlan(seed=seed)
@@ -549,7 +551,7 @@ def plan_for_budget(
             image_noise=base.stage2.image_noise if image_noise is None else image_noise,
             task_weights=base.stage2.task_weights if task_weights is None else dict(task_weights),
         ),
-        mix=dataclasses.replace(base.mix.scaled(mix_factor), seed=seed),
+        mix=dataclasses.replace(base.mix.scaled(mix_factor), seed=seed, **(mix_counts or {})),
     )
 
 

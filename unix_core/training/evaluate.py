@@ -1,8 +1,10 @@
 """Held-out evaluation of an embedded shapes-world checkpoint, one score per task.
 
 - text to image: sample an image for each held-out prompt (the pipeline's defaults for CFG, temperature,
-  top-k, top-p: the checkpoint's ``prompt_templates.json`` over the SHAPES built-ins) and count the images
-  the pixel judge accepts for the prompt (``partial=True``: attributes a prompt leaves out are free);
+  top-k, top-p and self-check candidates: the checkpoint's ``prompt_templates.json`` over the SHAPES
+  built-ins) and count the images the pixel judge accepts for the prompt (``partial=True``: attributes a
+  prompt leaves out are free). The self-check picks among candidates with the model's own captioner
+  (:mod:`unix_core.selfcheck`), never with the judge;
 - caption: greedy caption, exact match with the canonical caption (``caption_match``);
 - VQA: greedy answer, ``vqa_match``;
 - edit: sample the edited image (the pipeline's edit defaults, likewise) and judge it against the target
@@ -24,6 +26,7 @@ import torch
 from unix_core.config import resolve_separator
 from unix_core.generation import generate_image_stream, generate_text_stream
 from unix_core.sampling import SamplingConfig
+from unix_core.selfcheck import caption_scores
 from unix_core.templates import SHAPES
 
 from .data import SequenceBuilder, to_canvas, vq_scene_encoder
@@ -120,13 +123,20 @@ class Evaluator:
                 answers.append(self.tokenizer.decode([i for i in ids if i != self.eos]).strip())
         return answers
 
-    def _images(self, prompts: list[list[int]], unconditional: list[list[int]] | None, sampling: SamplingConfig):
-        """Sample one image per prompt; ``unconditional`` holds each row's unconditional prompt (for CFG)."""
-        images = []
+    def _images(self, prompts: list[list[int]], unconditional: list[list[int]] | None, sampling: SamplingConfig,
+                checks: list[str] | None = None):
+        """Sample one image per prompt; ``unconditional`` holds each row's unconditional prompt (for CFG).
+        With ``checks`` (text to image) and ``sampling.candidates`` k > 1, draw k candidates per prompt and keep
+        the one the self-check scores highest for its check text, as the pipeline does."""
+        k = sampling.candidates if checks is not None else 1
+        if k > 1:
+            prompts = [p for p in prompts for _ in range(k)]
+            unconditional = None if unconditional is None else [u for u in unconditional for _ in range(k)]
+        grids = []
         generator = torch.Generator(device=self.model.device).manual_seed(self.seed)
         groups: list[list[int]] = []  # rows that share an unconditional prompt go into one batch
         for i in range(len(prompts)):
-            if groups and len(groups[-1]) < self.batch_size and (
+            if groups and len(groups[-1]) < self.batch_size * k and (
                 unconditional is None or unconditional[i] == unconditional[groups[-1][0]]
             ):
                 groups[-1].append(i)
@@ -134,11 +144,15 @@ class Evaluator:
                 groups.append([i])
         for rows in groups:
             uncond = None if unconditional is None or not sampling.uses_guidance else unconditional[rows[0]]
-            grid = _drain_image(generate_image_stream(
+            grids.append(_drain_image(generate_image_stream(
                 self.model, [prompts[i] for i in rows], grid_hw=self.grid_hw, sampling=sampling,
-                unconditional=uncond, generator=generator, pad_id=self.eos))
-            images += [to_canvas(im, self.vq.config.input_box) for im in self.vq.decode_batch(grid.cpu())]
-        return images
+                unconditional=uncond, generator=generator, pad_id=self.eos)).cpu())
+        grid = torch.cat(grids)
+        if k > 1:
+            picks = [caption_scores(self.model, self.builder.prompts, SHAPES.caption, grid[i * k : (i + 1) * k], text)
+                     .argmax().item() + i * k for i, text in enumerate(checks)]
+            grid = grid[picks]
+        return [to_canvas(im, self.vq.config.input_box) for im in self.vq.decode_batch(grid)]
 
     # ----------------------------------------------------------------------------------------------
     def text_to_image(self, n: int, split: str) -> TaskScore:
@@ -147,7 +161,8 @@ class Evaluator:
         samples = list(prompt_samples(n, seed=self.seed, split=split))
         prompts = [self._render(SHAPES.text_to_image, {"prompt": s.prompt}, []) for s in samples]
         uncond = self._render(SHAPES.unconditional, {}, [])
-        images = self._images(prompts, [uncond] * len(prompts), self.image_sampling["text_to_image"])
+        images = self._images(prompts, [uncond] * len(prompts), self.image_sampling["text_to_image"],
+                              checks=[s.prompt for s in samples])
         return self._judged("text_to_image", images, [s.prompt for s in samples],
                             [{"prompt": s.prompt} for s in samples], partial=True)
 
