@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-PROMPT = "a large red circle at the center on a white background"
+PROMPT = "a large yellow triangle at the top left and a small red circle at the bottom right on a blue background"
 SCENE = "a large red circle at the center on a white background"
 
 
@@ -64,16 +64,15 @@ def take(out: Path, model: str | None, colors: int) -> list[Path]:
             page.fill("#t2i-prompt textarea", PROMPT)
             page.locator("#t2i-randomize input").uncheck()
             page.fill("#t2i-seed input", "1")
-            page.fill("#t2i-num-images input[type=number]", "2")
-            page.locator("#t2i-num-images input[type=number]").press("Enter")
-            # The embedded model makes a picture in about half a second: slow it down (as the browser test
-            # does) so that the shot catches the picture half filled in.
+            # The embedded model makes a picture (16 self-check candidates) in about a second: slow it down (as
+            # the browser test does) so that the shot catches the candidates half filled in.
             with paced(pipeline, 0.03):
                 page.click("#t2i-generate")
                 b.wait_for_text(page, "t2i-status", "Generating: code", timeout=120)
-                time.sleep(1.0)
+                time.sleep(4.5)
                 shot("text_to_image_streaming")
                 b.wait_for_text(page, "t2i-status", "Done", timeout=300)
+            page.locator("#t2i-sampling").get_by_text("Sampling").click()
             shot("text_to_image")
 
             b.open_tab(page, "Understand")

@@ -9,6 +9,7 @@ enlarged (nearest neighbour) for display.
 
 from __future__ import annotations
 
+import math
 import time
 
 from PIL import Image
@@ -61,9 +62,10 @@ class PreviewComposer:
 
 
 def tile(images: list[Image.Image], scale: int = 1) -> Image.Image:
-    """Images side by side (at most `TILE_COLUMNS` a row), enlarged `scale` times without smoothing."""
+    """Images side by side (at most `TILE_COLUMNS` a row, or a square sheet for more than `TILE_COLUMNS`²,
+    e.g. self-check candidates), enlarged `scale` times without smoothing."""
     w, h = images[0].size
-    cols = min(len(images), TILE_COLUMNS)
+    cols = min(len(images), max(TILE_COLUMNS, math.ceil(math.sqrt(len(images)))))
     rows = -(-len(images) // cols)
     gap = 2
     sheet = Image.new("RGB", (cols * w + (cols - 1) * gap, rows * h + (rows - 1) * gap), (255, 255, 255))
@@ -79,13 +81,14 @@ def image_status(event: ImageStreamEvent) -> str:
     rate = event.step * rows / max(event.elapsed, 1e-9)
     if event.done:
         text = (
-            f"Done: {event.total} codes × {rows} image(s) in {event.elapsed:.1f} s "
+            f"Done: {event.total} codes × {rows} {'image(s)' if event.candidates == 1 else 'candidates'} in "
+            f"{event.elapsed:.1f} s "
             f"({rate:.0f} tokens/s) · seed {event.seed}"
         )
         if event.chosen is not None:
             picks = "; ".join(
-                f"#{c + 1} of {event.candidates} (prompt log-prob {scores[c]:.1f}, next best "
-                f"{max(x for i, x in enumerate(scores) if i != c):.1f})"
+                f"#{c + 1} of {event.candidates} (prompt log-prob {scores[c]:.2f}; candidates {min(scores):.2f} "
+                f"to {max(scores):.2f})"
                 for c, scores in zip(event.chosen, event.scores)
             )
             text += f" · self-check kept {picks}"

@@ -190,6 +190,7 @@ def test_preview_composer_shows_decoded_rows_over_the_mosaic(pipe):
     assert frame.crop(top).tobytes() == decoded_event.decoded[0].crop(top).tobytes()
     assert frame.crop(rest).tobytes() == later.mosaics[0].crop(rest).tobytes()
     assert streaming.tile([frame] * 5).size == (4 * size + 3 * 2, 2 * size + 2)
+    assert streaming.tile([frame] * 32).size == (6 * size + 5 * 2, 6 * size + 5 * 2)  # 2 images x 16 candidates
     # a self-check run previews all its candidates while drawing, then shows the one kept
     checked = list(pipe.text_to_image_stream(PROMPT, seed=1, preview_every_rows=0, candidates=4))
     composer = streaming.PreviewComposer(pipe.grid_hw, pipe.image_size)
