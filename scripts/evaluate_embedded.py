@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     sampling = sampling_record(evaluator.image_sampling)
     print("image sampling: " + "; ".join(f"{entry} {config}" for entry, config in sampling.items()))
     if args.json:
-        out = {k: {"correct": v.correct, "total": v.total, "score": v.score, "failures": v.failures}
+        out = {k: {"correct": v.correct, "total": v.total, "score": v.score, "failures": v.failures, "by_kind": v.by_kind}
                for k, v in scores.items()}
         out["settings"] = {"n": args.n, "split": args.split, "seed": args.seed, "image_sampling": sampling}
         args.json.write_text(json.dumps(out, indent=1))

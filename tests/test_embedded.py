@@ -194,3 +194,16 @@ def test_draws_held_out_prompts_the_judge_accepts_with_the_default_sampling(pipe
         checked += judge(to_canvas(final.images[0], box), s.prompt, partial=True).ok
         one += judge(to_canvas(first, box), s.prompt, partial=True).ok
     assert checked >= 20 and checked >= one + 8, f"the judge accepts {checked}/32 (first candidate alone {one}/32)"
+
+
+def test_evaluation_reports_scores_per_kind_and_runs_the_self_check():
+    from unix_core.training.evaluate import folder_evaluator, format_scores
+
+    evaluator = folder_evaluator(EMBEDDED_DEFAULT, image_sampling={"text_to_image": {"candidates": 2}})
+    assert evaluator.image_sampling["text_to_image"].candidates == 2
+    scores = evaluator.run(4, tasks=("text_to_image", "vqa", "edit"))
+    for score in scores.values():
+        assert sum(n for _, n in score.by_kind.values()) == score.total == 4
+        assert sum(c for c, _ in score.by_kind.values()) == score.correct
+    assert all(kind.endswith("object(s)") for kind in scores["text_to_image"].by_kind)
+    assert "by kind: " in format_scores(scores)

@@ -42,6 +42,14 @@ class TaskScore:
     correct: int
     total: int
     failures: list[dict] = field(default_factory=list)  # a few (input, expected, got) examples
+    by_kind: dict[str, list[int]] = field(default_factory=dict)  # kind -> [correct, total]
+
+    def count(self, ok: bool, kind: str | None) -> None:
+        self.correct += ok
+        if kind is not None:
+            tally = self.by_kind.setdefault(kind, [0, 0])
+            tally[0] += ok
+            tally[1] += 1
 
     @property
     def score(self) -> float:
@@ -164,7 +172,8 @@ class Evaluator:
         images = self._images(prompts, [uncond] * len(prompts), self.image_sampling["text_to_image"],
                               checks=[s.prompt for s in samples])
         return self._judged("text_to_image", images, [s.prompt for s in samples],
-                            [{"prompt": s.prompt} for s in samples], partial=True)
+                            [{"prompt": s.prompt} for s in samples], partial=True,
+                            kinds=[f"{len(s.scene.objects)} object(s)" for s in samples])
 
     def caption(self, n: int, split: str) -> TaskScore:
         from unix_core.world import caption_match, caption_samples
@@ -182,7 +191,7 @@ class Evaluator:
         prompts = [self._render(SHAPES.answer, {"question": s.question}, [c]) for s, c in zip(samples, codes)]
         got = self._text(prompts, 8)
         return self._score("vqa", [s.answer for s in samples], got, vqa_match,
-                           inputs=[s.question for s in samples])
+                           inputs=[s.question for s in samples], kinds=[s.kind for s in samples])
 
     def edit(self, n: int, split: str) -> TaskScore:
         from unix_core.world import edit_samples
@@ -194,7 +203,7 @@ class Evaluator:
         uncond = [self._render(SHAPES.edit_unconditional, {}, [c]) for c in sources] if sampling.uses_guidance else None
         images = self._images(prompts, uncond, sampling)
         return self._judged("edit", images, [s.target.caption() for s in samples],
-                            [{"instruction": s.instruction} for s in samples])
+                            [{"instruction": s.instruction} for s in samples], kinds=[s.kind for s in samples])
 
     def fewshot(self, n: int, split: str) -> TaskScore:
         from unix_core.world import fewshot_episodes, fewshot_match
@@ -212,24 +221,25 @@ class Evaluator:
                            inputs=[ep.wording for ep in episodes])
 
     @staticmethod
-    def _judged(task, images, captions, inputs: list[dict], *, partial: bool = False) -> TaskScore:
-        """Images the pixel judge accepts for their captions; up to 5 failures (the input and why)."""
+    def _judged(task, images, captions, inputs: list[dict], *, partial: bool = False, kinds=None) -> TaskScore:
+        """Images the pixel judge accepts for their captions; up to 5 failures (the input and why); with
+        ``kinds`` (one label per sample) also the score per kind."""
         from unix_core.world import judge
 
         score = TaskScore(task, 0, len(captions))
-        for image, caption, given in zip(images, captions, inputs):
+        for i, (image, caption, given) in enumerate(zip(images, captions, inputs)):
             verdict = judge(image, caption, partial=partial)
-            score.correct += verdict.ok
+            score.count(verdict.ok, kinds[i] if kinds else None)
             if not verdict.ok and len(score.failures) < 5:
                 score.failures.append({**given, "why": verdict.reason})
         return score
 
     @staticmethod
-    def _score(task, expected, got, match, inputs=None) -> TaskScore:
+    def _score(task, expected, got, match, inputs=None, kinds=None) -> TaskScore:
         score = TaskScore(task, 0, len(expected))
         for i, (want, have) in enumerate(zip(expected, got)):
             ok = match(have, want)
-            score.correct += ok
+            score.count(ok, kinds[i] if kinds else None)
             if not ok and len(score.failures) < 5:
                 score.failures.append({"input": inputs[i] if inputs else "", "expected": want, "got": have})
         return score
@@ -283,5 +293,7 @@ def format_scores(scores: dict[str, TaskScore]) -> str:
     lines = []
     for task, s in scores.items():
         lines.append(f"{names.get(task, task):32s} {s.correct:4d}/{s.total:<4d} = {s.score:.3f}")
+        if s.by_kind:
+            lines.append("    by kind: " + ", ".join(f"{k} {c}/{n}" for k, (c, n) in sorted(s.by_kind.items())))
         lines += [f"    failure: {f}" for f in s.failures[:3]]
     return "\n".join(lines)
