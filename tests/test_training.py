@@ -295,21 +295,33 @@ def test_pipeline_writes_a_loadable_checkpoint_and_resumes_identically(tmp_path)
     assert copy_reusable_stages(plan.replace(seed=1), tmp_path / "a", tmp_path / "d") == []
 
 
-def test_decoder_stage_changes_only_the_shipped_decoder(tmp_path):
+def test_decoder_stage_changes_only_the_decoder_and_the_palette_init_reads_it(tmp_path, monkeypatch):
     from accelerate import Accelerator
     from safetensors.torch import load_file
 
+    from unix_core.training import embedded
     from unix_core.training.embedded import copy_reusable_stages, run_plan
 
+    palette_decoders = []  # the decoder each stage-2 palette init read
+    real_init = embedded.init_vision_embeddings_from_palette
+
+    def spy(model, vq, **kwargs):
+        palette_decoders.append(vq.model.decoder.conv_out.weight.detach().clone())
+        return real_init(model, vq, **kwargs)
+
+    monkeypatch.setattr(embedded, "init_vision_embeddings_from_palette", spy)
     accelerator = lambda: Accelerator(cpu=True)  # noqa: E731
     plain = run_plan(tiny_plan(), tmp_path / "a", make_accelerator=accelerator)
     plan = tiny_plan().replace(vq_decoder_steps=3)
-    # the decoder stage feeds nothing that stage 2 reads: every stage before it carries over
+    # the codes do not change, so the data carry over with every stage before them
     assert copy_reusable_stages(plan, tmp_path / "a", tmp_path / "b") == ["tokenizer", "vq", "data", "stage1"]
     tuned = run_plan(plan, tmp_path / "b", make_accelerator=accelerator)
     a, b = load_file(str(plain / "model.safetensors")), load_file(str(tuned / "model.safetensors"))
-    assert all(torch.equal(a[k], b[k]) for k in a)  # same LM: the palette init read the stage-vq decoder
+    assert not all(torch.equal(a[k], b[k]) for k in a)  # the LMs' palette inits read different decoders
     a, b = load_file(str(plain / "vq_model.safetensors")), load_file(str(tuned / "vq_model.safetensors"))
+    # each run's palette init read the decoder it ships
+    assert [torch.equal(d, w["decoder.conv_out.weight"]) for d, w in zip(palette_decoders, (a, b))] == [True, True]
+    assert not torch.equal(*palette_decoders)
     for key in a:
         assert torch.equal(a[key], b[key]) != key.startswith(("decoder.", "post_quant_conv.")), key
     assert torch.equal(load_file(str(tmp_path / "b" / "work" / "vq" / "vq_model.safetensors"))["decoder.conv_out.weight"],

@@ -6,9 +6,9 @@ Stages, each writing under ``OUT/work/<stage>`` and skipped when its output exis
 2. ``vq``         a taming VQGAN trained with ``unix_core.vq.train_vq`` on world images; its held-out
                   reconstructions are scored with the judge (``vq/report.json``);
    ``vq_decoder`` (when ``plan.vq_decoder_steps``) its decoder fine-tuned on its frozen codes
-                  (``unix_core.vq.finetune_decoder``), scored the same way; the codes do not change, so every
-                  later stage uses the ``vq`` tokenizer (the palette init reads its decoder) and only the
-                  export ships the sharper decoder;
+                  (``unix_core.vq.finetune_decoder``), scored the same way; the codes do not change, so the
+                  data are the same with either, and every later stage (the palette init reads its decoder)
+                  and the export use the fine-tuned one;
 3. ``data``       task sequences (:mod:`.data`) for stage 2, held-out sequences for loss curves, text
                   sequences for stage 1, as safetensors;
 4. ``stage1``     a plain ``Qwen3ForCausalLM`` trained on the world's text;
@@ -466,7 +466,7 @@ def run_plan(plan: EmbeddedPlan, out: str | Path, *, make_accelerator, time_limi
     timings["vq_s"] = time.perf_counter() - started - sum(timings.values())
     export_vq = stage_vq_decoder(plan, work, vq, device=make_accelerator().device)
     timings["vq_decoder_s"] = time.perf_counter() - started - sum(timings.values())
-    art = stage_data(plan, work, tokenizer, vq)
+    art = stage_data(plan, work, tokenizer, export_vq)  # same codes as vq; the palette init reads its decoder
     timings["data_s"] = time.perf_counter() - started - sum(timings.values())
     text_lm = stage_text_lm(plan, work, art, make_accelerator)
     timings["stage1_s"] = time.perf_counter() - started - sum(timings.values())
