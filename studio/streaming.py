@@ -87,8 +87,8 @@ def image_status(event: ImageStreamEvent) -> str:
         )
         if event.chosen is not None:
             picks = "; ".join(
-                f"#{c + 1} of {event.candidates} (prompt log-prob {scores[c]:.2f}; candidates {min(scores):.2f} "
-                f"to {max(scores):.2f})"
+                f"#{c + 1} of {event.candidates} (prompt log-prob {scores[c]:.3g}; candidates {min(scores):.3g} "
+                f"to {max(scores):.3g})"
                 for c, scores in zip(event.chosen, event.scores)
             )
             text += f" · self-check kept {picks}"

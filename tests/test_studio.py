@@ -436,3 +436,16 @@ def test_launch_namespace_defaults():
         16,
         1,
     )
+
+
+def test_image_status_keeps_self_check_scores_readable_near_zero():
+    """A confident captioner scores every candidate a few thousandths below zero; the status must still
+    tell them apart (two decimals printed them all as -0.00)."""
+    from unix_core.pipeline import ImageStreamEvent
+
+    event = ImageStreamEvent(
+        step=81, total=81, elapsed=1.0, seed=1, grids=torch.zeros(3, 9, 9, dtype=torch.long), mosaics=[],
+        images=[], candidates=3, chosen=[1], scores=[[-0.0123, -0.00042, -2.5]],
+    )
+    text = streaming.image_status(event)
+    assert "kept #2 of 3 (prompt log-prob -0.00042; candidates -2.5 to -0.00042)" in text, text
