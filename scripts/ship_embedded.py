@@ -139,8 +139,8 @@ def stage_times(summary: dict) -> str:
 
 
 def steps_flag(plan: dict, budget: float, split: bool = True) -> str:
-    """The overrides (``--split`` unless ``split`` is false, ``--vq-steps``, ``--vq-restart-share``, ``--vq-decoder-steps``, ``--stage2-steps``, ``--separators`` and the
-    stage-2 loss options) that turn the budget's plan into the run's, or nothing."""
+    """The overrides (``--split`` unless ``split`` is false, ``--vq-steps``, ``--vq-restart-share``, ``--vq-decoder-steps``, ``--stage2-steps``, ``--separators``, the
+    stage-2 loss options and ``--layout``) that turn the budget's plan into the run's, or nothing."""
     from unix_core.training.data import MIX_TASKS
     from unix_core.training.embedded import plan_for_budget
 
@@ -167,6 +167,8 @@ def steps_flag(plan: dict, budget: float, split: bool = True) -> str:
     flags += "".join(f" --mix {task}={mix[task]}" for task in MIX_TASKS if mix[task] != getattr(planned.mix, task))
     if stage2.get("task_weights", {}) != planned.stage2.task_weights:
         flags += "".join(f" --task-weight {task}={weight:g}" for task, weight in stage2.get("task_weights", {}).items())
+    if plan.get("layout", "image-first") != planned.layout:
+        flags += f" --layout {plan['layout']}"
     return flags
 
 

@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mix", type=parse_mix_count, action="append", default=None,
                         help="training samples of one task in the stage-2 mix, e.g. edit=7875 (repeatable; "
                         "default: the budget's mix)")
+    parser.add_argument("--layout", choices=["image-first", "query-first"], default=None,
+                        help="prompt layout of VQA and edit: the image first (default, as the official templates) or "
+                             "the question / instruction first")
     parser.add_argument("--plan", type=Path, default=None, help="a plan.json to use instead of the budget plan")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 on a shared machine)")
     parser.add_argument("--cpu", action="store_true", help="stay on the CPU even when a GPU is present")
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.plan is not None:
         overrides = [f"--{k.replace('_', '-')}" for k in ("split", "hidden", "layers", "stage2_steps", "vq_steps",
                                                            "vq_restart_share", "vq_decoder_steps", "change_weight", "image_noise",
-                                                           "task_weight", "mix") if getattr(args, k) is not None]
+                                                           "task_weight", "mix", "layout") if getattr(args, k) is not None]
         overrides += ["--separators"] if args.separators else []
         if overrides:
             parser.error(f"--plan fixes every setting; drop {', '.join(overrides)} or edit the plan file")
@@ -116,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                                separators=args.separators,
                                change_weight=args.change_weight, image_noise=args.image_noise,
                                task_weights=None if args.task_weight is None else dict(args.task_weight),
-                               mix_counts=None if args.mix is None else dict(args.mix))
+                               mix_counts=None if args.mix is None else dict(args.mix),
+                               layout=args.layout or "image-first")
     if (args.out / "plan.json").exists() and not args.resume:
         parser.error(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
 

@@ -358,6 +358,39 @@ def test_plan_with_row_separators_trains_and_serves_them(tmp_path):
     assert copy_reusable_stages(tiny_plan(), tmp_path / "s", tmp_path / "t") == ["vq"]
 
 
+def test_query_first_layout_is_trained_shipped_served_and_evaluated(tmp_path):
+    """A plan's layout reaches every place a prompt is rendered: the training data, the checkpoint's
+    prompt_templates.json, the pipeline and the evaluator; plans written before the field read as image-first."""
+    from accelerate import Accelerator
+
+    from unix_core import UniXPipeline
+    from unix_core.training.data import load_sequences
+    from unix_core.training.embedded import EmbeddedPlan, copy_reusable_stages, run_plan
+    from unix_core.training.evaluate import folder_evaluator
+
+    old = tiny_plan().to_dict()
+    del old["layout"]
+    assert EmbeddedPlan.from_dict(old).layout == "image-first"
+    plan = tiny_plan().replace(layout="query-first")
+    folder = run_plan(plan, tmp_path / "q", make_accelerator=lambda: Accelerator(cpu=True))
+    pipe = UniXPipeline.from_pretrained(folder)
+    start = pipe.model.config.vision_start_id
+    rendered = pipe._render(pipe.templates.answer, {"question": "is there a red circle?"}, [torch.zeros(8, 8, dtype=torch.long)])
+    first_image = rendered.ids.index(start)
+    assert pipe.tokenizer.decode(rendered.ids[:first_image]) == "question: is there a red circle?"
+    edit = pipe._render(pipe.templates.edit, {"instruction": "make the circle blue"}, [torch.zeros(8, 8, dtype=torch.long)])
+    assert pipe.tokenizer.decode(edit.ids[:5]).startswith("edit: make")
+    # the training data: every VQA and edit sequence starts with text, not with an image
+    for seq in load_sequences(tmp_path / "q" / "work" / "data" / "train.safetensors"):
+        if seq.task in ("vqa", "edit"):
+            assert seq.input_ids[0] != start
+    evaluator = folder_evaluator(folder)
+    assert evaluator.templates.answer == pipe.templates.answer
+    assert evaluator.run(2, tasks=("vqa",))["vqa"].total == 2
+    # the data depend on the layout, so an image-first plan reuses only what comes before them
+    assert "data" not in copy_reusable_stages(tiny_plan(), tmp_path / "q", tmp_path / "i")
+
+
 class _PatchColourTokenizer:
     """A perfectly local stand-in tokenizer: each 8x8 patch's code is the palette index of its top-left pixel."""
 
@@ -504,6 +537,10 @@ def test_budget_plan_overrides_and_the_card_command_repeats_them():
     more_edits = plan_for_budget(70, mix_counts={"edit": 7875})
     assert more_edits.mix.edit == 7875 and more_edits.mix.vqa == base.mix.vqa  # others keep the budget's counts
     assert module.steps_flag(more_edits.to_dict(), 70) == " --mix edit=7875"
+    query_first = plan_for_budget(70, layout="query-first")
+    assert module.steps_flag(query_first.to_dict(), 70) == " --layout query-first"
+    with pytest.raises(ValueError, match="layout must be one of"):
+        plan_for_budget(70, layout="sideways")
     no_base = module.scores_table({"caption": {"correct": 9, "total": 10, "score": 0.9}}, None, "1:1")
     assert "| 9/10 = 90% | - |" in no_base and "| **90.0%** | - |" in no_base
 

@@ -15,7 +15,8 @@ Stages, each writing under ``OUT/work/<stage>`` and skipped when its output exis
 5. ``stage2``     ``convert_qwen_to_unix`` with the plan's a:b split, trained on the multimodal mix
                   (``split = (0, 0)`` gives the shared-transformer baseline with the same data and budget);
 6. export        ``OUT/checkpoint``: config.json + model.safetensors, tokenizer files, vq_config.json +
-                  vq_model.safetensors, prompt_templates.json ``{"family": "shapes"}``.
+                  vq_model.safetensors, prompt_templates.json ``{"family": "shapes"}`` plus the
+                  plan's layout (``LAYOUTS``).
 
 Everything is seeded from ``plan.seed``; step counts are fixed by the plan (never by the clock), so a run
 is deterministic and a resumed run ends where an uninterrupted one would.
@@ -32,7 +33,16 @@ from pathlib import Path
 
 import torch
 
-from unix_core.templates import TEMPLATES_FILE
+from unix_core.templates import SHAPES, TEMPLATES_FILE, PromptTemplates
+
+LAYOUTS: dict[str, dict[str, str]] = {
+    "image-first": {},
+    "query-first": {
+        "answer": "question: {question}<image>answer:",
+        "edit": "edit: {instruction}<image><|vision_start|>",
+        "edit_unconditional": "edit:<image><|vision_start|>",
+    },
+}
 from unix_core.vq import VQConfig
 
 from .data import MixConfig, SequenceBuilder, build_mix, load_sequences, save_sequences, to_canvas, vq_scene_encoder
@@ -129,8 +139,15 @@ class EmbeddedPlan:
     # few-shot 71 -> 69); the shipped model turns them on (`train_embedded.py --separators`) with the 9x9
     # grid and the 4,200-step tokenizer: 1/81/72/0/95 -> 0/98/78/0/98 held out (both changed at once).
     vis_separators: bool = False
+    # Prompt layout of the image-conditioned text and edit tasks (LAYOUTS): "image-first" as the official
+    # Uni-X templates (image, then the question or instruction) or "query-first" (question or instruction,
+    # then the image, so that the image's tokens can read it in the shared layers). Written into the
+    # checkpoint's prompt_templates.json, so the pipeline renders what the model was trained on.
+    layout: str = "image-first"
 
     def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         if self.vision_init not in VISION_INITS:
             raise ValueError(f"vision_init must be one of {', '.join(VISION_INITS)}, got {self.vision_init!r}")
         if not 0 <= self.vq_restart_share <= 1:
@@ -154,6 +171,7 @@ class EmbeddedPlan:
         data.setdefault("vq_restart_share", 1.0)
         data.setdefault("vq_decoder_steps", 0)
         data.setdefault("vq_decoder_lr", 6e-4)
+        data.setdefault("layout", "image-first")
         data["vq"] = VQConfig.from_dict(data["vq"])
         data["lm"] = LMShape(**data["lm"])
         for name in ("stage1", "stage2"):
@@ -329,7 +347,7 @@ def stage_data(plan: EmbeddedPlan, work: Path, tokenizer, vq) -> Artifacts:
     separator = row_separator(plan, vq)
     if separator is not None:
         separator = (tokenizer.convert_tokens_to_ids(separator[0]), separator[1])
-    builder = SequenceBuilder(tokenizer, separator=separator)
+    builder = SequenceBuilder(tokenizer, templates=plan_templates(plan), separator=separator)
     encode = vq_scene_encoder(vq)
     files = {"train": plan.mix, "heldout": plan.eval_mix}
     out = {}
@@ -432,14 +450,20 @@ def init_vision_embeddings_from_palette(model, vq, *, seed: int = 0) -> None:
     weight[first : first + n] = (centre + features).to(weight.dtype)
 
 
-def export_checkpoint(model, tokenizer, vq, folder: str | Path, extra: dict | None = None) -> Path:
+def plan_templates(plan: EmbeddedPlan) -> PromptTemplates:
+    """The SHAPES templates in the plan's layout (what the data is built and the checkpoint rendered with)."""
+    return SHAPES.with_overrides(LAYOUTS[plan.layout])
+
+
+def export_checkpoint(model, tokenizer, vq, folder: str | Path, extra: dict | None = None,
+                      layout: str = "image-first") -> Path:
     """Write the studio's checkpoint folder (model, text tokenizer, image tokenizer, templates)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     vq.save_pretrained(folder)
-    (folder / TEMPLATES_FILE).write_text(json.dumps({"family": "shapes"}) + "\n")
+    (folder / TEMPLATES_FILE).write_text(json.dumps({"family": "shapes", **LAYOUTS[layout]}) + "\n")
     if extra:
         (folder / "training_report.json").write_text(json.dumps(extra, indent=1))
     return folder
@@ -483,7 +507,8 @@ def run_plan(plan: EmbeddedPlan, out: str | Path, *, make_accelerator, time_limi
         "vq_decoder": _read_json(work / "vq_decoder" / "report.json"),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
-    folder = export_checkpoint(model, tokenizer, export_vq, out / "checkpoint", extra=report)
+    folder = export_checkpoint(model, tokenizer, export_vq, out / "checkpoint", extra=report,
+                               layout=plan.layout)
     size = sum(f.stat().st_size for f in folder.iterdir())
     if size > CHECKPOINT_LIMIT_BYTES:
         logger.warning("checkpoint is %.1f MB, over the %.0f MB target", size / 1e6, CHECKPOINT_LIMIT_BYTES / 1e6)
@@ -522,6 +547,7 @@ def plan_for_budget(
     image_noise: float | None = None,
     task_weights: dict[str, float] | None = None,
     mix_counts: dict[str, int] | None = None,
+    layout: str = "image-first",
 ) -> EmbeddedPlan:
     """A plan whose stages should fit ``minutes`` on the 2-core CPU (one thread); deterministic in its args.
     ``mix_counts`` sets the number of training samples of some tasks (after the budget's scaling of the mix)."""
@@ -543,6 +569,7 @@ def plan_for_budget(
         vq_restart_share=base.vq_restart_share if vq_restart_share is None else vq_restart_share,
         vq_decoder_steps=base.vq_decoder_steps if vq_decoder_steps is None else vq_decoder_steps,
         vis_separators=separators or base.vis_separators,
+        layout=layout,
         stage1=dataclasses.replace(base.stage1, steps=stage1_steps, seed=seed, warmup_steps=min(30, stage1_steps // 5)),
         stage2=dataclasses.replace(
             base.stage2, steps=steps, seed=seed, warmup_steps=min(100, steps // 10),
@@ -563,7 +590,7 @@ _STAGE_INPUTS = {
     "vq": _VQ_INPUTS,
     "vq_decoder": (*_VQ_INPUTS, "vq_decoder_steps", "vq_decoder_lr"),
     # the task data is tokenized with both tokenizers, so it depends on everything they depend on
-    "data": (*_TOKENIZER_INPUTS, *_VQ_INPUTS, "mix", "eval_mix", "stage1_lines"),
+    "data": (*_TOKENIZER_INPUTS, *_VQ_INPUTS, "mix", "eval_mix", "stage1_lines", "layout"),
     "stage1": (*_TOKENIZER_INPUTS, "stage1_lines", "stage1", "lm_without_split"),
 }
 

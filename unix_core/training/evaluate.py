@@ -11,8 +11,8 @@
   scene's caption;
 - few-shot: greedy answer after the examples, ``fewshot_match`` (the episode's wording is required).
 
-Prompts are rendered with the SHAPES templates through the same :class:`SequenceBuilder` as training, and
-generation uses the streaming samplers of :mod:`unix_core.generation` with per-call seeded generators.
+Prompts are rendered with the checkpoint's templates (SHAPES under its ``prompt_templates.json``) through
+the same :class:`SequenceBuilder` as training, and generation uses the streaming samplers of :mod:`unix_core.generation` with per-call seeded generators.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from unix_core.config import resolve_separator
 from unix_core.generation import generate_image_stream, generate_text_stream
 from unix_core.sampling import SamplingConfig
 from unix_core.selfcheck import caption_scores
-from unix_core.templates import SHAPES
+from unix_core.templates import SHAPES, PromptTemplates
 
 from .data import SequenceBuilder, to_canvas, vq_scene_encoder
 
@@ -94,16 +94,17 @@ class Evaluator:
     """Scores a Uni-X model with its text and image tokenizers on world samples of one split."""
 
     def __init__(self, model, tokenizer, vq, *, batch_size: int = 16, seed: int = 0,
-                 image_sampling: dict[str, dict] | None = None, defaults: dict[str, dict] | None = None) -> None:
-        """``defaults``: the sampling defaults per entry (a checkpoint's templates; the SHAPES built-ins when
-        None); ``image_sampling`` overrides them per entry ("text_to_image", "edit"), for tuning."""
+                 image_sampling: dict[str, dict] | None = None, templates: PromptTemplates | None = None) -> None:
+        """``templates``: the checkpoint's prompt layouts and sampling defaults (the SHAPES built-ins when None);
+        ``image_sampling`` overrides the defaults per entry ("text_to_image", "edit"), for tuning."""
         self.model = model.eval()
-        self.image_sampling = resolve_image_sampling(SHAPES.defaults if defaults is None else defaults, image_sampling)
+        self.templates = SHAPES if templates is None else templates
+        self.image_sampling = resolve_image_sampling(self.templates.defaults, image_sampling)
         self.tokenizer = tokenizer
         self.vq = vq
         resolve_separator(model.config, tokenizer)
         self.builder = SequenceBuilder(tokenizer, real_text_vocab_size=model.config.real_text_vocab_size,
-                                       separator=model.config.separator)
+                                       templates=self.templates, separator=model.config.separator)
         self.encode = vq_scene_encoder(vq)
         self.batch_size = batch_size
         self.seed = seed
@@ -157,7 +158,7 @@ class Evaluator:
                 unconditional=uncond, generator=generator, pad_id=self.eos)).cpu())
         grid = torch.cat(grids)
         if k > 1:
-            picks = [caption_scores(self.model, self.builder.prompts, SHAPES.caption, grid[i * k : (i + 1) * k], text)
+            picks = [caption_scores(self.model, self.builder.prompts, self.templates.caption, grid[i * k : (i + 1) * k], text)
                      .argmax().item() + i * k for i, text in enumerate(checks)]
             grid = grid[picks]
         return [to_canvas(im, self.vq.config.input_box) for im in self.vq.decode_batch(grid)]
@@ -167,8 +168,8 @@ class Evaluator:
         from unix_core.world import prompt_samples
 
         samples = list(prompt_samples(n, seed=self.seed, split=split))
-        prompts = [self._render(SHAPES.text_to_image, {"prompt": s.prompt}, []) for s in samples]
-        uncond = self._render(SHAPES.unconditional, {}, [])
+        prompts = [self._render(self.templates.text_to_image, {"prompt": s.prompt}, []) for s in samples]
+        uncond = self._render(self.templates.unconditional, {}, [])
         images = self._images(prompts, [uncond] * len(prompts), self.image_sampling["text_to_image"],
                               checks=[s.prompt for s in samples])
         return self._judged("text_to_image", images, [s.prompt for s in samples],
@@ -180,7 +181,7 @@ class Evaluator:
 
         samples = list(caption_samples(n, seed=self.seed, split=split))
         codes = self._codes([s.scene for s in samples])
-        got = self._text([self._render(SHAPES.caption, {}, [c]) for c in codes], 48)
+        got = self._text([self._render(self.templates.caption, {}, [c]) for c in codes], 48)
         return self._score("caption", [s.caption for s in samples], got, caption_match)
 
     def vqa(self, n: int, split: str) -> TaskScore:
@@ -188,7 +189,7 @@ class Evaluator:
 
         samples = list(vqa_samples(n, seed=self.seed, split=split))
         codes = self._codes([s.scene for s in samples])
-        prompts = [self._render(SHAPES.answer, {"question": s.question}, [c]) for s, c in zip(samples, codes)]
+        prompts = [self._render(self.templates.answer, {"question": s.question}, [c]) for s, c in zip(samples, codes)]
         got = self._text(prompts, 8)
         return self._score("vqa", [s.answer for s in samples], got, vqa_match,
                            inputs=[s.question for s in samples], kinds=[s.kind for s in samples])
@@ -198,9 +199,9 @@ class Evaluator:
 
         samples = list(edit_samples(n, seed=self.seed, split=split))
         sources = self._codes([s.source for s in samples])
-        prompts = [self._render(SHAPES.edit, {"instruction": s.instruction}, [c]) for s, c in zip(samples, sources)]
+        prompts = [self._render(self.templates.edit, {"instruction": s.instruction}, [c]) for s, c in zip(samples, sources)]
         sampling = self.image_sampling["edit"]
-        uncond = [self._render(SHAPES.edit_unconditional, {}, [c]) for c in sources] if sampling.uses_guidance else None
+        uncond = [self._render(self.templates.edit_unconditional, {}, [c]) for c in sources] if sampling.uses_guidance else None
         images = self._images(prompts, uncond, sampling)
         return self._judged("edit", images, [s.target.caption() for s in samples],
                             [{"instruction": s.instruction} for s in samples], kinds=[s.kind for s in samples])
@@ -214,8 +215,8 @@ class Evaluator:
             codes = self._codes([s for s, _ in ep.examples] + [ep.query])
             ids: list[int] = []
             for c, (_, text) in zip(codes, ep.examples):
-                ids += self._render(SHAPES.few_shot_example, {"text": text}, [c])
-            prompts.append(ids + self._render(SHAPES.few_shot_query, {}, [codes[-1]]))
+                ids += self._render(self.templates.few_shot_example, {"text": text}, [c])
+            prompts.append(ids + self._render(self.templates.few_shot_query, {}, [codes[-1]]))
         got = self._text(prompts, 12)
         return self._score("fewshot", [ep.answer for ep in episodes], got, fewshot_match,
                            inputs=[ep.wording for ep in episodes])
@@ -283,8 +284,8 @@ def folder_evaluator(folder, *, seed: int = 0, device: str | torch.device = "cpu
     from unix_core.templates import load_templates
 
     model, tokenizer, vq = load_checkpoint(folder, device)
-    defaults = load_templates(folder, default_family="shapes").defaults
-    return Evaluator(model, tokenizer, vq, seed=seed, defaults=defaults, image_sampling=image_sampling)
+    templates = load_templates(folder, default_family="shapes")
+    return Evaluator(model, tokenizer, vq, seed=seed, templates=templates, image_sampling=image_sampling)
 
 
 def format_scores(scores: dict[str, TaskScore]) -> str:
