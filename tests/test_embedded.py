@@ -1,8 +1,8 @@
 """The shipped embedded default model (`assets/unix-shapes`): complete, small, loadable with no arguments,
 and trained: on held-out scenes it reads images as a random model cannot (thresholds a little under what
 the shipped weights measured, so that rounding differences between machines do not flip them). Its
-image generation does not meet issue 5's bar on the card's 100 held-out prompts (85% against 90%), so
-nothing here claims it does: the drawing test asks for a little under what it measured on its 32 prompts."""
+drawing test asks for a little under what the shipped weights measured on its 32 held-out prompts (the card's
+100 prompts: 91%, issue 5's bar 90%)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,11 @@ def test_assets_are_complete_and_under_40_mb():
     sizes = {f.name: f.stat().st_size for f in EMBEDDED_DEFAULT.iterdir()}
     assert set(FILES) <= set(sizes), f"missing: {set(FILES) - set(sizes)}"
     assert sum(sizes.values()) <= 40 * 10**6
-    assert json.loads((EMBEDDED_DEFAULT / "prompt_templates.json").read_text()) == {"family": "shapes"}
+    from unix_core.training.embedded import LAYOUTS
+
+    # the shipped model was trained with its VQA and edit prompts query-first (model card)
+    templates = json.loads((EMBEDDED_DEFAULT / "prompt_templates.json").read_text())
+    assert templates == {"family": "shapes", **LAYOUTS["query-first"]}
     config = json.loads((EMBEDDED_DEFAULT / "config.json").read_text())
     assert config["model_type"] == "qwen3" and "num_vision_encode_layers" in config  # the official layout
 
@@ -57,7 +61,7 @@ def test_answers_background_and_count_questions_on_held_out_scenes(pipe, scenes)
 
 
 def test_captions_follow_the_grammar_and_name_the_background(pipe):
-    # Measured when shipped: 12/12 parse and name the right background, 12/12 exact (99/100 on the model card's
+    # Measured when shipped: 12/12 parse and name the right background, 12/12 exact (100/100 on the model card's
     # held-out set).
     samples = list(caption_samples(12, seed=5, split="heldout"))
     captions = [pipe.caption(render(s.scene)) for s in samples]
@@ -123,7 +127,7 @@ def test_generation_probe_script(pipe):
     assert result["first_code"]["total"] == 4
     grid = pipe.image_tokenizer.grid_size
     assert result["background_codes"]["total"] + result["object_codes"]["total"] == 4 * (grid * grid - 1)
-    # measured on 40 prompts: background 99.8%, objects 95.8%, first code 23/40
+    # measured on 40 prompts: background 99.7%, objects 97.6%, first code 24/40
     assert result["background_codes"]["accuracy"] > 0.9
     assert result["oracle_first_code_greedy_accepted"]["total"] == 4
     objects = result["objects"]
@@ -179,8 +183,8 @@ def test_evaluation_samples_images_with_the_checkpoint_defaults(tmp_path):
 
 def test_draws_held_out_prompts_the_judge_accepts_with_the_default_sampling(pipe):
     """With its default sampling (16 candidates, the model's own captioner keeps one) the shipped model draws
-    most held-out prompts correctly: measured 31/32 here, against 24/32 from the first
-    candidate alone (the same draw: candidates are sampled like separate images). Issue 5's bar is 90%."""
+    held-out prompts correctly: measured 32/32 here, and 32/32 from the first candidate alone (the same
+    draw: candidates are sampled like separate images). Issue 5's bar is 90%."""
     from unix_core.training.data import to_canvas
     from unix_core.world import judge, prompt_samples
 
@@ -193,7 +197,7 @@ def test_draws_held_out_prompts_the_judge_accepts_with_the_default_sampling(pipe
         first = pipe.image_tokenizer.decode(final.grids[0])
         checked += judge(to_canvas(final.images[0], box), s.prompt, partial=True).ok
         one += judge(to_canvas(first, box), s.prompt, partial=True).ok
-    assert checked >= 28 and checked >= one + 4, f"the judge accepts {checked}/32 (first candidate alone {one}/32)"
+    assert checked >= 29 and checked >= one - 1, f"the judge accepts {checked}/32 (first candidate alone {one}/32)"
 
 
 def test_evaluation_reports_scores_per_kind_and_runs_the_self_check():

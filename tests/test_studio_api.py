@@ -102,8 +102,10 @@ def test_text_to_image_returns_images_with_run_card_and_reproduces(client, pipe)
     pixels = lambda out: Image.open(image_path(out[2][0]["image"])).tobytes()  # noqa: E731
     again = client.predict(*t2i_args(), api_name="/text_to_image")
     assert pixels(again) == Image.open(first).tobytes()
-    other = client.predict(*t2i_args(seed=8), api_name="/text_to_image")
-    assert pixels(other) != Image.open(first).tobytes()
+    # the seed reaches the sampler: at temperature 1 the trained model draws this prompt the same under
+    # most seeds, so compare two seeds where sampling is nearly flat
+    hot = lambda seed: pixels(client.predict(*t2i_args(temperature=2.5, seed=seed), api_name="/text_to_image"))  # noqa: E731
+    assert hot(8) != hot(9)
 
 
 def test_self_check_keeps_one_image_per_result_and_says_which(client, pipe):
