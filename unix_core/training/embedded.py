@@ -34,7 +34,12 @@ from pathlib import Path
 import torch
 
 from unix_core.templates import SHAPES, TEMPLATES_FILE, PromptTemplates
+from unix_core.vq import VQConfig
 
+from .data import MixConfig, SequenceBuilder, build_mix, load_sequences, save_sequences, to_canvas, vq_scene_encoder
+from .train_lm import TrainConfig, train_lm
+
+# prompt-template overrides over SHAPES per plan layout (EmbeddedPlan.layout)
 LAYOUTS: dict[str, dict[str, str]] = {
     "image-first": {},
     "query-first": {
@@ -43,10 +48,6 @@ LAYOUTS: dict[str, dict[str, str]] = {
         "edit_unconditional": "edit:<image><|vision_start|>",
     },
 }
-from unix_core.vq import VQConfig
-
-from .data import MixConfig, SequenceBuilder, build_mix, load_sequences, save_sequences, to_canvas, vq_scene_encoder
-from .train_lm import TrainConfig, train_lm
 
 logger = logging.getLogger(__name__)
 

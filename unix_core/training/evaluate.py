@@ -12,7 +12,8 @@
 - few-shot: greedy answer after the examples, ``fewshot_match`` (the episode's wording is required).
 
 Prompts are rendered with the checkpoint's templates (SHAPES under its ``prompt_templates.json``) through
-the same :class:`SequenceBuilder` as training, and generation uses the streaming samplers of :mod:`unix_core.generation` with per-call seeded generators.
+the same :class:`SequenceBuilder` as training, and generation uses the streaming samplers of
+:mod:`unix_core.generation` with per-call seeded generators.
 """
 
 from __future__ import annotations
