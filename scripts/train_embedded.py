@@ -22,6 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from unix_core.templates import SHAPES_LAYOUTS  # noqa: E402  (light: no torch before the thread settings)
+
 
 def parse_split(text: str) -> tuple[int, int]:
     try:
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mix", type=parse_mix_count, action="append", default=None,
                         help="training samples of one task in the stage-2 mix, e.g. edit=7875 (repeatable; "
                         "default: the budget's mix)")
-    parser.add_argument("--layout", choices=["image-first", "query-first"], default=None,
+    parser.add_argument("--layout", choices=list(SHAPES_LAYOUTS), default=None,
                         help="prompt layout of VQA and edit: the image first (default, as the official templates) or "
                              "the question / instruction first")
     parser.add_argument("--plan", type=Path, default=None, help="a plan.json to use instead of the budget plan")
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                                change_weight=args.change_weight, image_noise=args.image_noise,
                                task_weights=None if args.task_weight is None else dict(args.task_weight),
                                mix_counts=None if args.mix is None else dict(args.mix),
-                               layout=args.layout or "image-first")
+                               layout=args.layout)
     if (args.out / "plan.json").exists() and not args.resume:
         parser.error(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
 

@@ -28,11 +28,11 @@ def test_assets_are_complete_and_under_40_mb():
     sizes = {f.name: f.stat().st_size for f in EMBEDDED_DEFAULT.iterdir()}
     assert set(FILES) <= set(sizes), f"missing: {set(FILES) - set(sizes)}"
     assert sum(sizes.values()) <= 40 * 10**6
-    from unix_core.training.embedded import LAYOUTS
+    from unix_core.templates import SHAPES_LAYOUTS
 
     # the shipped model was trained with its VQA and edit prompts query-first (model card)
     templates = json.loads((EMBEDDED_DEFAULT / "prompt_templates.json").read_text())
-    assert templates == {"family": "shapes", **LAYOUTS["query-first"]}
+    assert templates == {"family": "shapes", **SHAPES_LAYOUTS["query-first"]}
     config = json.loads((EMBEDDED_DEFAULT / "config.json").read_text())
     assert config["model_type"] == "qwen3" and "num_vision_encode_layers" in config  # the official layout
 

@@ -116,6 +116,18 @@ SHAPES = PromptTemplates(
 
 FAMILIES = {t.family: t for t in (UNI_X, SHAPES)}
 
+# Prompt layouts the embedded model can be trained with (``train_embedded.py --layout``), as overrides over
+# SHAPES written into its checkpoint's prompt_templates.json: "image-first" as the official Uni-X templates
+# (image, then the question or instruction); "query-first" puts the question or instruction before the image.
+SHAPES_LAYOUTS: dict[str, dict[str, str]] = {
+    "image-first": {},
+    "query-first": {
+        "answer": "question: {question}<image>answer:",
+        "edit": "edit: {instruction}<image><|vision_start|>",
+        "edit_unconditional": "edit:<image><|vision_start|>",
+    },
+}
+
 
 def load_templates(folder: str | Path | None, default_family: str = "uni-x") -> PromptTemplates:
     """The templates for a checkpoint folder: its ``prompt_templates.json`` over the family's built-ins."""

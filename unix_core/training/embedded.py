@@ -16,7 +16,7 @@ Stages, each writing under ``OUT/work/<stage>`` and skipped when its output exis
                   (``split = (0, 0)`` gives the shared-transformer baseline with the same data and budget);
 6. export        ``OUT/checkpoint``: config.json + model.safetensors, tokenizer files, vq_config.json +
                   vq_model.safetensors, prompt_templates.json ``{"family": "shapes"}`` plus the
-                  plan's layout (``LAYOUTS``).
+                  plan's layout (``unix_core.templates.SHAPES_LAYOUTS``).
 
 Everything is seeded from ``plan.seed``; step counts are fixed by the plan (never by the clock), so a run
 is deterministic and a resumed run ends where an uninterrupted one would.
@@ -33,21 +33,11 @@ from pathlib import Path
 
 import torch
 
-from unix_core.templates import SHAPES, TEMPLATES_FILE, PromptTemplates
+from unix_core.templates import SHAPES, SHAPES_LAYOUTS, TEMPLATES_FILE, PromptTemplates
 from unix_core.vq import VQConfig
 
 from .data import MixConfig, SequenceBuilder, build_mix, load_sequences, save_sequences, to_canvas, vq_scene_encoder
 from .train_lm import TrainConfig, train_lm
-
-# prompt-template overrides over SHAPES per plan layout (EmbeddedPlan.layout)
-LAYOUTS: dict[str, dict[str, str]] = {
-    "image-first": {},
-    "query-first": {
-        "answer": "question: {question}<image>answer:",
-        "edit": "edit: {instruction}<image><|vision_start|>",
-        "edit_unconditional": "edit:<image><|vision_start|>",
-    },
-}
 
 logger = logging.getLogger(__name__)
 
@@ -140,15 +130,15 @@ class EmbeddedPlan:
     # few-shot 71 -> 69); the shipped model turns them on (`train_embedded.py --separators`) with the 9x9
     # grid and the 4,200-step tokenizer: 1/81/72/0/95 -> 0/98/78/0/98 held out (both changed at once).
     vis_separators: bool = False
-    # Prompt layout of the image-conditioned text and edit tasks (LAYOUTS): "image-first" as the official
-    # Uni-X templates (image, then the question or instruction) or "query-first" (question or instruction,
-    # then the image, so that the image's tokens can read it in the shared layers). Written into the
-    # checkpoint's prompt_templates.json, so the pipeline renders what the model was trained on.
+    # Prompt layout of VQA and edit (unix_core.templates.SHAPES_LAYOUTS): "image-first" as the official Uni-X
+    # templates or "query-first" (question or instruction, then the image, so that the image's tokens can
+    # read it in the shared layers). Written into the checkpoint's prompt_templates.json, so the pipeline
+    # renders what the model was trained on.
     layout: str = "image-first"
 
     def __post_init__(self) -> None:
-        if self.layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+        if self.layout not in SHAPES_LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(SHAPES_LAYOUTS)}, got {self.layout!r}")
         if self.vision_init not in VISION_INITS:
             raise ValueError(f"vision_init must be one of {', '.join(VISION_INITS)}, got {self.vision_init!r}")
         if not 0 <= self.vq_restart_share <= 1:
@@ -453,7 +443,7 @@ def init_vision_embeddings_from_palette(model, vq, *, seed: int = 0) -> None:
 
 def plan_templates(plan: EmbeddedPlan) -> PromptTemplates:
     """The SHAPES templates in the plan's layout (what the data is built and the checkpoint rendered with)."""
-    return SHAPES.with_overrides(LAYOUTS[plan.layout])
+    return SHAPES.with_overrides(SHAPES_LAYOUTS[plan.layout])
 
 
 def export_checkpoint(model, tokenizer, vq, folder: str | Path, extra: dict | None = None,
@@ -464,7 +454,7 @@ def export_checkpoint(model, tokenizer, vq, folder: str | Path, extra: dict | No
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     vq.save_pretrained(folder)
-    (folder / TEMPLATES_FILE).write_text(json.dumps({"family": "shapes", **LAYOUTS[layout]}) + "\n")
+    (folder / TEMPLATES_FILE).write_text(json.dumps({"family": "shapes", **SHAPES_LAYOUTS[layout]}) + "\n")
     if extra:
         (folder / "training_report.json").write_text(json.dumps(extra, indent=1))
     return folder
@@ -548,7 +538,7 @@ def plan_for_budget(
     image_noise: float | None = None,
     task_weights: dict[str, float] | None = None,
     mix_counts: dict[str, int] | None = None,
-    layout: str = "image-first",
+    layout: str | None = None,
 ) -> EmbeddedPlan:
     """A plan whose stages should fit ``minutes`` on the 2-core CPU (one thread); deterministic in its args.
     ``mix_counts`` sets the number of training samples of some tasks (after the budget's scaling of the mix)."""
@@ -570,7 +560,7 @@ def plan_for_budget(
         vq_restart_share=base.vq_restart_share if vq_restart_share is None else vq_restart_share,
         vq_decoder_steps=base.vq_decoder_steps if vq_decoder_steps is None else vq_decoder_steps,
         vis_separators=separators or base.vis_separators,
-        layout=layout,
+        layout=base.layout if layout is None else layout,
         stage1=dataclasses.replace(base.stage1, steps=stage1_steps, seed=seed, warmup_steps=min(30, stage1_steps // 5)),
         stage2=dataclasses.replace(
             base.stage2, steps=steps, seed=seed, warmup_steps=min(100, steps // 10),
