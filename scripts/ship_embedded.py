@@ -172,18 +172,6 @@ def steps_flag(plan: dict, budget: float, split: bool = True) -> str:
     return flags
 
 
-def split_phrase(split: str) -> str:
-    """Which layers of an ``a:b`` split have separate text and vision branches, in words."""
-    a, b = (int(n) for n in split.split(":"))
-    if a and b:
-        return f"the first {a} and last {b} layers have separate text and vision branches, the middle is shared"
-    if not a and not b:
-        return "no layer is separated; every layer is shared"
-    end, n = ("first", a) if a else ("last", b)
-    which = f"the {end} layer has" if n == 1 else f"the {end} {n} layers have"
-    return f"{which} separate text and vision branches, the others are shared"
-
-
 def vq_encoder_sentence(plan: dict) -> str:
     vq = plan["vq"]
     if vq.get("patchwise_encoder"):
@@ -257,13 +245,16 @@ def write_card(out: Path, unix_run: Path, base_run: Path | None, bench: dict | N
     for run, summary in ((unix_run, unix), (base_run, base)):
         if summary is not None:
             check_sampling(run, summary["scores"], sampling)
+    from unix_core.routing import describe_split
+
     split = info["split"].split(" ")[0]
+    branches = describe_split(*(int(n) for n in split.split(":")))
     plan = unix["plan"]
     lm = plan["lm"]
     vq_report = unix["vq_decoder"] or unix["vq"]
     card = f"""# unix-shapes: the embedded Uni-X of Uni-X Studio
 
-A tiny Uni-X (Qwen3 backbone, {info['layers']} layers, split {info['split']}: {split_phrase(split)}) trained from scratch
+A tiny Uni-X (Qwen3 backbone, {info['layers']} layers, split {info['split']}: {branches}) trained from scratch
 on the synthetic shapes world (`unix_core/world`, spec in the repository's issue 5). Images are 64×64 scenes
 {resize_phrase(plan, info)} and tokenized by a small taming VQGAN into {info['image_grid'][0]}×{info['image_grid'][1]}
 codes from a codebook of {info['codebook_size']}; the text tokenizer is a byte-level BPE of {info['text_vocab_size']}

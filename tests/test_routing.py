@@ -7,7 +7,7 @@ import json
 import torch
 
 from tests.helpers import mixed_ids, random_model
-from unix_core.routing import trace_routing
+from unix_core.routing import describe_split, trace_routing
 
 
 def _sequence(model):
@@ -62,3 +62,10 @@ def test_single_modality_and_shared_model():
     trace = trace_routing(model, [1, 2, 3])
     assert all(d.kind == "shared" for d in trace.depths)
     assert trace.depths[0].attention_same == {"text": 1.0} and "vision" not in trace.depths[0].hidden_norm
+
+
+def test_describe_split_names_the_separated_layers():
+    assert describe_split(0, 1) == "the last layer has separate text and vision branches, the others are shared"
+    assert describe_split(2, 0) == "the first 2 layers have separate text and vision branches, the others are shared"
+    assert describe_split(2, 1).startswith("the first 2 and last 1 layers have separate")
+    assert describe_split(0, 0) == "no layer is separated; every layer is shared"

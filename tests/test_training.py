@@ -534,9 +534,6 @@ def test_budget_plan_overrides_and_the_card_command_repeats_them():
     split = plan_for_budget(70, split=(1, 1), vq_steps=4200)
     assert module.steps_flag(split.to_dict(), 70) == " --split 1:1 --vq-steps 4200"
     assert module.steps_flag(split.to_dict(), 70, split=False) == " --vq-steps 4200"
-    assert module.split_phrase("0:1") == "the last layer has separate text and vision branches, the others are shared"
-    assert module.split_phrase("2:1").startswith("the first 2 and last 1 layers have separate")
-    assert module.split_phrase("0:0") == "no layer is separated; every layer is shared"
     more_edits = plan_for_budget(70, mix_counts={"edit": 7875})
     assert more_edits.mix.edit == 7875 and more_edits.mix.vqa == base.mix.vqa  # others keep the budget's counts
     assert module.steps_flag(more_edits.to_dict(), 70) == " --mix edit=7875"

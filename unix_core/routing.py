@@ -27,6 +27,18 @@ from .model import SHARED, TEXT, VISION, UniXForCausalLM
 from .modality import ModalityPack, config_vision_mask
 
 
+def describe_split(encode: int, decode: int) -> str:
+    """Which layers of an ``encode:decode`` split have separate text and vision branches, in words."""
+    if encode and decode:
+        return (f"the first {encode} and last {decode} layers have separate text and vision branches, "
+                "the middle is shared")
+    if not encode and not decode:
+        return "no layer is separated; every layer is shared"
+    end, n = ("first", encode) if encode else ("last", decode)
+    which = f"the {end} layer has" if n == 1 else f"the {end} {n} layers have"
+    return f"{which} separate text and vision branches, the others are shared"
+
+
 @dataclass
 class DepthTrace:
     depth: int

@@ -17,6 +17,7 @@ import gradio as gr
 from studio import routing_view, validation
 from studio.context import RunRecord, StudioContext
 from unix_core import UniXPipeline
+from unix_core.routing import describe_split
 
 MODE_UNDERSTAND = "Image + question (the Understand prompt)"
 MODE_GENERATE = "Prompt + image codes (a finished Text → Image sequence)"
@@ -47,10 +48,12 @@ def sequence_for(pipeline: UniXPipeline, mode: str, text: str, image) -> tuple[l
 
 def build(ctx: StudioContext) -> RoutingParts:
     pipeline = ctx.pipeline
+    cfg = pipeline.model.config
+    split = describe_split(cfg.num_vision_encode_layers, cfg.num_vision_decode_layers)
     gr.Markdown(
-        "Which weights processed each token at each depth. Split depths (first and last layers) run text tokens "
-        "through the **text branch** (blue) and vision tokens through the **vision branch** (orange); the middle "
-        "layers are **shared** (grey). Use *Show routing of this run* in any generation tab, or trace an input here."
+        f"Which weights processed each token at each depth. In this model {split}. Split depths run text "
+        "tokens through the **text branch** (blue) and vision tokens through the **vision branch** (orange); "
+        "shared layers are grey. Use *Show routing of this run* in any generation tab, or trace an input here."
     )
     with gr.Row():
         with gr.Column(scale=1):
