@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-minutes", type=float, default=90.0, help="planned wall time on a 2-core CPU")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--split", type=parse_split, default=None, help="vision encode:decode layers (default 2:2; the shipped model uses 1:1)")
+    parser.add_argument("--split", type=parse_split, default=None, help="vision encode:decode layers (default 2:2; the shipped model uses 0:1)")
     parser.add_argument("--hidden", type=int, default=None, help="LM width")
     parser.add_argument("--layers", type=int, default=None, help="LM depth")
     parser.add_argument("--stage2-steps", type=int, default=None, help="override the planned stage-2 steps")

@@ -98,7 +98,7 @@ SHAPES = PromptTemplates(
     few_shot_query="<image>",
     end_tokens=("<|endoftext|>",),
     # Image defaults tuned on held-out prompts of other seeds than the reported evaluation (seeds 1 and 2, not 0;
-    # `scripts/evaluate_embedded.py --seed 1 --sampling text_to_image.cfg_scale=1.5 ...`), shipped 1:1 model.
+    # `scripts/evaluate_embedded.py --seed 1 --sampling text_to_image.cfg_scale=1.5 ...`), 9,126-step 1:1 model.
     # Text to image, one image per prompt, judge accepts (seed 1, n=100): CFG 3 at temperature 1 (the first
     # default) 6, CFG 1 24, CFG 2 25, CFG >= 5 0-2; CFG 1.5 at temperature 0.5 49, at 0.3 53 (seed 2, n=200: 44%
     # and 47%). With the self-check (16 candidates, the model's captioner keeps one; unix_core/selfcheck.py):
