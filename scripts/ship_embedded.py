@@ -248,8 +248,8 @@ def write_card(out: Path, unix_run: Path, base_run: Path | None, bench: dict | N
     from unix_core.routing import describe_split
 
     split = info["split"].split(" ")[0]
-    branches = describe_split(*(int(n) for n in split.split(":")))
     plan = unix["plan"]
+    branches = describe_split(*plan["lm"]["split"])
     lm = plan["lm"]
     vq_report = unix["vq_decoder"] or unix["vq"]
     card = f"""# unix-shapes: the embedded Uni-X of Uni-X Studio
