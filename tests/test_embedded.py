@@ -138,6 +138,35 @@ def test_generation_probe_script(pipe):
         assert o["later_patches_right"] <= o["later_patches"]
 
 
+def test_vqa_probe_script_trains_in_the_checkpoints_layout(pipe, tmp_path):
+    """`scripts/probe_vqa.py` (model card figures): its fine-tuning sequences are the pipeline's own VQA prompt
+    (the checkpoint's layout) followed by the answer, and a run reports per-kind counts of what it scored."""
+    import importlib.util
+    import json
+
+    from unix_core.pipeline import EMBEDDED_DEFAULT as folder
+    from unix_core.world import vqa_samples
+
+    spec = importlib.util.spec_from_file_location("probe_vqa", folder.parents[1] / "scripts" / "probe_vqa.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sequences = module.finetune_sequences(pipe, {"has_shape"}, 40, seed=3)
+    samples = [s for s in vqa_samples(40, seed=3, split="train") if s.kind == "has_shape"]
+    assert len(sequences) == len(samples) > 0
+    for seq, s in zip(sequences, samples):
+        prompt = pipe._render(pipe.templates.answer, {"question": s.question}, [pipe._encode_image("image", s.image)])
+        assert seq.input_ids[: len(prompt.ids)] == prompt.ids
+        trained = [t for t in seq.labels if t != -100]
+        assert pipe.tokenizer.decode(trained).strip() == s.answer + pipe.tokenizer.eos_token
+    out = tmp_path / "probe.json"
+    assert module.main([str(folder), "--n", "24", "--finetune-steps", "1", "--finetune-samples", "40",
+                        "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    scored = [s.kind for s in vqa_samples(24, seed=21, split="heldout") if s.kind in module.DEFAULT_KINDS]
+    assert sum(t for _, t in report["steps"]["0"]["heldout"]["by_kind"].values()) == len(scored)
+    assert set(report["steps"]["1"]["heldout"]["by_kind"]) <= {"has_shape", "has_object"}
+
+
 def test_object_cells_are_the_cells_an_object_touches():
     import importlib.util
 
