@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from tests.helpers import mixed_ids, random_model
 from unix_core import attention
+from unix_core.model import output_cache
 
 
 def _sdpa(q, k, v, causal):  # (B, T, H, D) layout like flash-attn; GQA by head repetition
@@ -68,7 +69,7 @@ def test_flash_path_equals_sdpa_for_prefill_padding_and_decode(fake_flash):
         out = model(ids, mask, use_cache=True)
         logits = [out.logits[mask.bool()]]
         m = torch.cat([mask, torch.ones(2, 1, dtype=torch.long)], 1)
-        logits.append(model(steps, m, past_key_values=out.past_key_values, use_cache=True).logits)
+        logits.append(model(steps, m, past_key_values=output_cache(out), use_cache=True).logits)
         single = model(rows[0]).logits  # unpadded, no cache: plain causal kernel
         return logits + [single]
 

@@ -143,3 +143,16 @@ def test_filters():
 def test_invalid_sampling_settings_name_the_argument(kwargs, name):
     with pytest.raises(ValueError, match=name):
         SamplingConfig(**kwargs)
+
+
+def test_generation_trips_no_transformers_deprecation_warning(model, monkeypatch):
+    """transformers 5.x warns (once per process) when a model output is built or read with the old
+    ``past_key_values`` name; the hook records every call, so the test does not depend on test order."""
+    from transformers.utils import generic
+
+    said = []
+    monkeypatch.setattr(generic.logger, "warning_once", lambda msg, *a, **k: said.append(str(msg)))
+    _image_codes(model, 0, SamplingConfig(cfg_scale=2.0))
+    list(generate_text_stream(model, [[3, 17, 42]], max_new_tokens=3, end_ids={0}))
+    model(torch.tensor([[3, 17, 42]]), use_cache=True)
+    assert not [m for m in said if "deprecated" in m], said

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from tests.helpers import mixed_ids, random_model, tiny_config
 from tests.oracle import OracleCache, oracle_forward
 from unix_core import UniXCache, UniXConfig, UniXForCausalLM, vision_token_mask
+from unix_core.model import output_cache
 
 GOLDEN_INPUTS = {"unix_tiny": ["mixed", "t2i_prefix", "caption"], "unix_tiny_shared": ["mixed_short"]}
 TOL = 1e-4
@@ -44,7 +45,7 @@ def test_golden_cached_decode_steps(golden, split):
         ids, mask = vec[f"{x}.input_ids"], vec[f"{x}.attention_mask"]
         P = int(vec[f"{x}.{split}.prefill_len"][0])
         out = model(ids[:, :P], mask[:, :P], use_cache=True)
-        cache = out.past_key_values
+        cache = output_cache(out)
         assert isinstance(cache, UniXCache)
         for k, token in enumerate(vec[f"{x}.{split}.step_input_ids"]):
             assert token == ids[0, P + k]
@@ -141,7 +142,7 @@ def test_cached_equals_uncached(chunks):
     cache, start, got = None, 0, []
     for n in chunks:
         out = model(ids[:, start : start + n], past_key_values=cache, use_cache=True)
-        cache, start = out.past_key_values, start + n
+        cache, start = output_cache(out), start + n
         got.append(out.logits)
     assert start == ids.shape[1] and cache.get_seq_length() == start
     torch.testing.assert_close(torch.cat(got, 1), full, atol=TOL, rtol=0)
@@ -175,14 +176,14 @@ def test_left_padded_batch_equals_single_rows(pad_id):
     singles = []
     for r in rows:
         out = model(r, use_cache=True)
-        logits, cache = [out.logits[0, -1]], out.past_key_values
+        logits, cache = [out.logits[0, -1]], output_cache(out)
         for t in steps:
             out = model(t.view(1, 1), past_key_values=cache, use_cache=True)
             logits.append(out.logits[0, -1])
         singles.append(torch.stack(logits))
     ids, mask = _left_pad(rows, pad_id)
     out = model(ids, mask, use_cache=True)
-    batched, cache = [out.logits[:, -1]], out.past_key_values
+    batched, cache = [out.logits[:, -1]], output_cache(out)
     for t in steps:
         mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=torch.long)], 1)
         out = model(t.expand(len(rows), 1).contiguous(), mask, past_key_values=cache, use_cache=True)
@@ -206,8 +207,8 @@ def test_mixed_modality_decode_step_across_rows():
     nxt = torch.tensor([[5], [cfg.real_text_vocab_size + 7]])
     nxt2 = torch.tensor([[cfg.real_text_vocab_size + 1], [6]])
     out = model(prompt, use_cache=True)
-    out = model(nxt, past_key_values=out.past_key_values, use_cache=True)
-    out = model(nxt2, past_key_values=out.past_key_values, use_cache=True)
+    out = model(nxt, past_key_values=output_cache(out), use_cache=True)
+    out = model(nxt2, past_key_values=output_cache(out), use_cache=True)
     full = model(torch.cat([prompt, nxt, nxt2], 1)).logits[:, -1]
     torch.testing.assert_close(out.logits[:, -1], full, atol=TOL, rtol=0)
     cache = oracle_cache = OracleCache()

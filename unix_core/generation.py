@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from .layers import linear_rows
-from .model import UniXForCausalLM
+from .model import UniXForCausalLM, output_cache
 from .prompting import with_separators
 from .sampling import SamplingConfig, draw, guide
 
@@ -64,7 +64,7 @@ def left_pad(rows: list[list[int]], pad_id: int, device=None) -> tuple[torch.Ten
 
 def _step(model: UniXForCausalLM, ids, mask, cache):
     out = model.model(ids, mask, past_key_values=cache, use_cache=True)
-    return out.last_hidden_state[:, -1], out.past_key_values
+    return out.last_hidden_state[:, -1], output_cache(out)
 
 
 @torch.inference_mode()

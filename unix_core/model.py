@@ -26,6 +26,16 @@ from .config import UniXConfig
 from .layers import UniXDecoderLayer, UniXRMSNorm, UniXRotaryEmbedding
 from .modality import ModalityPack, config_vision_mask
 
+# transformers 5.x renamed the outputs' ``past_key_values`` field to ``cache`` (and warns on the old name);
+# both spellings are in the range requirements.txt allows, so outputs are built and read by whichever exists.
+CACHE_FIELD = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def output_cache(out) -> UniXCache | None:
+    """The cache of a model output, without tripping transformers' deprecation warning for the old name."""
+    return getattr(out, CACHE_FIELD)
+
+
 logger = logging.getLogger(__name__)
 
 TEXT, VISION, SHARED = "text", "vision", "shared"
@@ -168,7 +178,7 @@ class UniXModel(UniXPreTrainedModel):
             added = batch.valid.sum(dim=1)
             cache.seen = added if cache.seen is None else cache.seen + added
             cache.num_tokens += input_ids.shape[1]
-        return BaseModelOutputWithPast(last_hidden_state=h, past_key_values=cache if use_cache else None)
+        return BaseModelOutputWithPast(last_hidden_state=h, **{CACHE_FIELD: cache if use_cache else None})
 
 
 class UniXForCausalLM(UniXPreTrainedModel):
@@ -208,7 +218,7 @@ class UniXForCausalLM(UniXPreTrainedModel):
             loss = nn.functional.cross_entropy(
                 logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
             )
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=out.past_key_values)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_FIELD: output_cache(out)})
 
     # ----------------------------------------------------------------------------------------------
     @classmethod
