@@ -155,3 +155,21 @@ def test_config_written_in_the_official_layout_reads_back_equal(fixtures_dir):
                             "use_sliding_window", "transformers_version"}
     assert {k: official[k] for k in shared} == {k: golden[k] for k in shared}
     assert UniXConfig.from_dict(official).to_dict() == config.to_dict()
+
+
+def test_own_layout_checkpoint_loads_through_transformers_auto_classes(tmp_path):
+    """A checkpoint saved with ``save_pretrained`` (``model_type: "uni_x"``, as the training script writes it)
+    resolves through AutoConfig and AutoModelForCausalLM to the same model."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from tests.helpers import random_model
+    from unix_core import UniXConfig
+
+    model = random_model(seed=3)
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "uni_x"
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), UniXConfig)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert isinstance(loaded, UniXForCausalLM)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    assert torch.equal(loaded(ids).logits, model(ids).logits)

@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from huggingface_hub.dataclasses import strict
-from transformers import PreTrainedConfig
+from transformers import AutoConfig, PreTrainedConfig
 
 BACKBONES = ("qwen3", "qwen2")
 
@@ -274,3 +274,9 @@ def unix_to_official_config_dict(config: UniXConfig) -> dict:
     if out["model_type"] in OFFICIAL_ARCHITECTURES:
         out["architectures"] = [OFFICIAL_ARCHITECTURES[out["model_type"]]]
     return out
+
+
+# Checkpoints this package writes in its own layout (``model_type: "uni_x"``, e.g. the training script's) load
+# through transformers' Auto classes too: AutoConfig, and AutoTokenizer, which reads config.json to pick a
+# tokenizer and otherwise warns that it cannot place the model type.
+AutoConfig.register(UniXConfig.model_type, UniXConfig, exist_ok=True)

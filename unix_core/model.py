@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import AutoModelForCausalLM, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from .cache import UniXCache
@@ -232,3 +232,6 @@ class UniXForCausalLM(UniXPreTrainedModel):
         from .loading import load_strict
 
         return load_strict(super().from_pretrained, pretrained_model_name_or_path, *args, **kwargs)
+
+
+AutoModelForCausalLM.register(UniXConfig, UniXForCausalLM, exist_ok=True)
