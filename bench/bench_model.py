@@ -21,6 +21,7 @@ import torch
 
 from unix_core import UniXConfig, UniXForCausalLM, vision_token_mask
 from unix_core.cache import KVBuffer
+from unix_core.model import output_cache
 
 TEXT_VOCAB, VISION_VOCAB = 4096, 8192
 
@@ -101,7 +102,7 @@ def ours(model: UniXForCausalLM):
 
     def step(ids, mask, prefill):
         out = model(ids, mask, past_key_values=None if prefill else state["cache"], use_cache=True, logits_to_keep=1)
-        state["cache"] = out.past_key_values
+        state["cache"] = output_cache(out)
 
     return step
 

@@ -51,7 +51,7 @@ class UniXConfig(PreTrainedConfig):
     """
 
     model_type = "uni_x"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["cache", "past_key_values"]  # the output's cache, by either transformers 5.x name
 
     vocab_size: int = 8704
     hidden_size: int = 512
