@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="a row-separator token after every row of image codes (official add_sep_for_vis)")
     parser.add_argument("--change-weight", type=float, default=None,
                         help="stage-2 loss weight of image codes that differ from the code before them (default 1)")
+    parser.add_argument("--edit-change-weight", type=float, default=None,
+                        help="stage-2 loss weight of edit target codes that differ from the source's code at the same "
+                             "cell (default 1)")
     parser.add_argument("--image-noise", type=float, default=None,
                         help="stage 2: share of generated image codes replaced by random ones in the input (default 0)")
     parser.add_argument("--task-weight", type=parse_task_weight, action="append", default=None,
@@ -108,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     if args.plan is not None:
         overrides = [f"--{k.replace('_', '-')}" for k in ("split", "hidden", "layers", "stage2_steps", "vq_steps",
-                                                           "vq_restart_share", "vq_decoder_steps", "change_weight", "image_noise",
+                                                           "vq_restart_share", "vq_decoder_steps", "change_weight", "edit_change_weight", "image_noise",
                                                            "task_weight", "mix", "layout") if getattr(args, k) is not None]
         overrides += ["--separators"] if args.separators else []
         if overrides:
@@ -119,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                                layers=args.layers, stage2_steps=args.stage2_steps, vq_steps=args.vq_steps,
                                vq_restart_share=args.vq_restart_share, vq_decoder_steps=args.vq_decoder_steps,
                                separators=args.separators,
-                               change_weight=args.change_weight, image_noise=args.image_noise,
+                               change_weight=args.change_weight, edit_change_weight=args.edit_change_weight,
+                               image_noise=args.image_noise,
                                task_weights=None if args.task_weight is None else dict(args.task_weight),
                                mix_counts=None if args.mix is None else dict(args.mix),
                                layout=args.layout)

@@ -525,9 +525,11 @@ def test_budget_plan_overrides_and_the_card_command_repeats_them():
     assert module.steps_flag(base.to_dict(), 70) == ""
     assert module.steps_flag(plan.to_dict(), 70) == (
         " --vq-steps 4200 --vq-restart-share 0.7 --stage2-steps 5000 --separators")
-    weighted = plan_for_budget(70, change_weight=3, image_noise=0.1, task_weights={"vqa": 8})
-    assert (weighted.stage2.change_weight, weighted.stage2.image_noise, weighted.stage2.task_weights) == (3, 0.1, {"vqa": 8})
-    assert module.steps_flag(weighted.to_dict(), 70) == " --change-weight 3 --image-noise 0.1 --task-weight vqa=8"
+    weighted = plan_for_budget(70, change_weight=3, edit_change_weight=4, image_noise=0.1, task_weights={"vqa": 8})
+    assert (weighted.stage2.change_weight, weighted.stage2.edit_change_weight, weighted.stage2.image_noise,
+            weighted.stage2.task_weights) == (3, 4, 0.1, {"vqa": 8})
+    assert module.steps_flag(weighted.to_dict(), 70) == (
+        " --change-weight 3 --edit-change-weight 4 --image-noise 0.1 --task-weight vqa=8")
     tuned = plan_for_budget(70, vq_steps=4200, vq_decoder_steps=1000)
     assert tuned.vq_decoder_steps == 1000 and base.vq_decoder_steps == 0
     assert module.steps_flag(tuned.to_dict(), 70) == " --vq-steps 4200 --vq-decoder-steps 1000"
@@ -569,6 +571,28 @@ def test_change_weights_mark_codes_that_differ_from_the_code_before():
     assert image_code_weights(labels, (5, 10), 1.0).eq(1).all()
 
 
+def test_edit_weights_mark_target_codes_that_differ_from_the_source_cell(builder):
+    from unix_core.training.data import collate
+    from unix_core.training.train_lm import edit_code_weights
+
+    source = fake_codes(1)
+    target = source.clone()
+    target[2, 3] = (source[2, 3] + 1) % N_CODES  # a recolour: two cells change
+    target[5, 0] = (source[5, 0] + 7) % N_CODES
+    edit = builder.edit(source, "make the circle red", target)
+    caption = builder.caption(source, "a red circle")
+    batch = collate([edit, caption, builder.edit(source, None, target)], builder.eos_id)
+    first = builder.real_text_vocab_size
+    weights = edit_code_weights(batch.input_ids, batch.labels, (first, first + N_CODES), 5.0, [True, False, True])
+    for row in (0, 2):
+        heavy = torch.nonzero(weights[row] == 5.0).flatten()
+        assert (batch.labels[row, heavy] - first).tolist() == [target[2, 3].item(), target[5, 0].item()]
+        assert heavy.tolist() == sorted(heavy.tolist()) and (weights[row] != 5.0).sum() == weights.shape[1] - 2
+    assert weights[1].eq(1).all()  # not an edit
+    unchanged = collate([builder.edit(source, "keep it", source)], builder.eos_id)
+    assert edit_code_weights(unchanged.input_ids, unchanged.labels, (first, first + N_CODES), 5.0, [True]).eq(1).all()
+
+
 def test_image_noise_changes_only_generated_codes_and_is_seeded():
     from unix_core.training.train_lm import noisy_image_inputs
 
@@ -603,7 +627,7 @@ def test_training_with_image_options_needs_the_code_range_and_resumes_identicall
 
     first = len(builder.tokenizer)
     config = TrainConfig(steps=4, max_tokens=600, lr=1e-2, warmup_steps=1, log_every=1, checkpoint_every=2,
-                         change_weight=4.0, image_noise=0.2, task_weights={"vqa": 8.0})
+                         change_weight=4.0, edit_change_weight=3.0, image_noise=0.2, task_weights={"vqa": 8.0})
     with pytest.raises(ValueError, match="image-code id range"):
         train_lm(model(), seqs, config, work_dir=tmp_path / "x", accelerator=Accelerator(cpu=True),
                  pad_id=builder.eos_id)
@@ -616,6 +640,8 @@ def test_training_with_image_options_needs_the_code_range_and_resumes_identicall
     assert [round(x, 5) for _, x in resumed.train_loss] == [round(x, 5) for _, x in whole.train_loss]
     with pytest.raises(ValueError, match="change_weight"):
         TrainConfig(steps=1, change_weight=0.0)
+    with pytest.raises(ValueError, match="edit_change_weight"):
+        TrainConfig(steps=1, edit_change_weight=-1.0)
     with pytest.raises(ValueError, match="task_weights"):
         TrainConfig(steps=1, task_weights={"vqa": 0.0})
 
