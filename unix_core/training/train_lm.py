@@ -59,7 +59,8 @@ class TrainConfig:
     # at the same cell (the codes that carry the edit; in the shipped mix 28.8% of edit target codes, the rest
     # copy the source). Measured (2026-12-05, 0:1, weight 4 beside vqa=3): edits 76% -> 81% on seed 0 and
     # 76.0% -> 80.0% on seed 3 and 73.0% -> 76.3% on seed 5 (n = 300 each), the other tasks as good or better.
-    # Weight 8 made edits collapse (52% on seed 0, 47.9% over 800 samples) and VQA fall (77%) (model card).
+    # Larger weights edit worse: 6 gave 68.0% and 8 47.9% of edits over 800 samples (8 also VQA 77% on seed 0;
+    # model card).
     edit_change_weight: float = 1.0
     # Loss weight per task name (TrainingSequence.task; 1 for tasks not named), multiplying the weights above.
     # The loss is a mean over trained tokens, so a task with short answers (VQA: 1-2 tokens after a whole
