@@ -48,7 +48,7 @@ def probe(folder: Path, n: int, seed: int = 7, split: str = "heldout") -> dict:
     width = vq.grid_size
     count: Counter = Counter()  # edits and copy errors
     hits: Counter = Counter()  # per group of cells (changed, copied, by kind): right predictions
-    total: Counter = Counter()  # ... cells
+    total: Counter = Counter()  # per group of cells: cells
     loss_sum: Counter = Counter()
     for sample, source, target in zip(samples, sources, targets):
         sequence = builder.edit(source, sample.instruction, target)
