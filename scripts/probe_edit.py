@@ -8,7 +8,9 @@ target codes, and every target code is predicted (argmax over the codebook) from
 A target cell is "changed" when its code differs from the source image's code at the same cell, else "copied".
 Errors on copied cells are located: on a kept object's first code row (in raster order, where the model first
 meets an object of the source it has to keep), on its later rows, or on background; and counted when the
-prediction is the scene's background code (the model starts erasing what it should keep). "Targets all right"
+prediction is the scene's background code (the model starts erasing what it should keep). Kept objects are
+also counted by how they resemble the object the edit changes (same shape, same colour, neither; or none
+changed, as in additions and background edits), with how many of them get a copy error. "Targets all right"
 counts edits whose every code is predicted right. The figures are in the shipped model's card.
 """
 
@@ -22,6 +24,13 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def relation(kept, edited) -> str:
+    """How a kept object resembles the edited one (the object the instruction names)."""
+    if kept.shape == edited.shape:
+        return "same shape and colour" if kept.color == edited.color else "same shape"
+    return "same colour" if kept.color == edited.color else "shape and colour differ"
 
 
 def probe(folder: Path, n: int, seed: int = 7, split: str = "heldout") -> dict:
@@ -70,10 +79,15 @@ def probe(folder: Path, n: int, seed: int = 7, split: str = "heldout") -> dict:
         count["targets all right"] += bool(right.all())
         count["changed cells all right"] += bool(right[changed].all())
         first_row, later_rows = set(), set()
-        for _, cells in object_cells(sample.source, width, vq.config.input_box):
+        edited = [o for o in sample.source.objects if o not in sample.target.objects]
+        for obj, cells in object_cells(sample.source, width, vq.config.input_box):
             top = min(c // width for c in cells)
             first_row.update(c for c in cells if c // width == top)
             later_rows.update(c for c in cells if c // width != top)
+            if obj in sample.target.objects:  # kept: is it like the object the instruction names?
+                like = relation(obj, edited[0]) if edited else "no object edited"
+                count[f"kept objects: {like}"] += 1
+                count[f"kept objects with a copy error: {like}"] += bool((~changed[cells] & ~right[cells]).any())
         background = plain[sample.source.background]
         for cell in torch.nonzero(~changed & ~right).flatten().tolist():
             where = ("object first row" if cell in first_row
@@ -115,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['changed cells all right']}/{result['edits']}")
     errors = {k.split(": ", 1)[1]: v for k, v in result.items() if k.startswith("copy errors: ")}
     print("copy errors: " + ", ".join(f"{k} {v}" for k, v in errors.items()))
+    kept = {k.split(": ", 1)[1]: v for k, v in result.items() if k.startswith("kept objects: ")}
+    print("kept objects with a copy error, by likeness to the edited object: " + ", ".join(
+        f"{k} {result.get(f'kept objects with a copy error: {k}', 0)}/{v}" for k, v in kept.items()))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     return 0
