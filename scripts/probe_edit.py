@@ -35,16 +35,14 @@ def relation(kept, edited) -> str:
 
 def probe(folder: Path, n: int, seed: int = 7, split: str = "heldout") -> dict:
     import torch
-    from PIL import Image
 
     from unix_core.templates import load_templates
     from unix_core.training.data import SequenceBuilder, vq_scene_encoder
     from unix_core.training.evaluate import load_checkpoint
     from unix_core.world import edit_samples
-    from unix_core.world.scene import CANVAS_SIZE, COLORS
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from probe_generation import object_cells
+    from probe_generation import background_codes, object_cells
 
     model, tokenizer, vq = load_checkpoint(folder)
     first_id = model.config.real_text_vocab_size
@@ -53,7 +51,7 @@ def probe(folder: Path, n: int, seed: int = 7, split: str = "heldout") -> dict:
     samples = list(edit_samples(n, seed=seed, split=split))
     encode = vq_scene_encoder(vq)
     sources, targets = encode([s.source for s in samples]), encode([s.target for s in samples])
-    plain = {c: int(vq.encode(Image.new("RGB", (CANVAS_SIZE, CANVAS_SIZE), COLORS[c])).flatten()[0]) for c in COLORS}
+    plain = background_codes(vq)
     width = vq.grid_size
     count: Counter = Counter()  # edits and copy errors
     hits: Counter = Counter()  # per group of cells (changed, copied, by kind): right predictions

@@ -44,16 +44,23 @@ def object_cells(scene, grid: int, box=None) -> list[tuple[object, list[int]]]:
     return out
 
 
+def background_codes(vq) -> dict[str, int]:
+    """The code a plain canvas of each world colour gets (one code per colour with the shipped tokenizer)."""
+    from PIL import Image
+
+    from unix_core.world.scene import CANVAS_SIZE, COLORS
+
+    return {c: int(vq.encode(Image.new("RGB", (CANVAS_SIZE, CANVAS_SIZE), COLORS[c])).flatten()[0]) for c in COLORS}
+
+
 def probe(folder: Path, n: int, split: str, seed: int = 0) -> dict:
     import torch
-    from PIL import Image
 
     from unix_core.generation import generate_image_stream
     from unix_core.sampling import SamplingConfig
     from unix_core.training.data import SequenceBuilder, to_canvas, vq_scene_encoder
     from unix_core.training.evaluate import _drain_image, load_checkpoint
     from unix_core.world import judge, prompt_samples
-    from unix_core.world.scene import CANVAS_SIZE, COLORS
     from unix_core.world.split import is_heldout_key
 
     model, tokenizer, vq = load_checkpoint(folder)
@@ -61,7 +68,7 @@ def probe(folder: Path, n: int, split: str, seed: int = 0) -> dict:
     builder = SequenceBuilder(tokenizer, real_text_vocab_size=first_id, separator=model.config.separator)
     samples = list(prompt_samples(n, seed=seed, split=split))
     codes = vq_scene_encoder(vq)([s.scene for s in samples])
-    plain = {c: vq.encode(Image.new("RGB", (CANVAS_SIZE, CANVAS_SIZE), COLORS[c])).flatten()[0] for c in COLORS}
+    plain = background_codes(vq)
     hits = {"first_code": [0, 0], "background_codes": [0, 0], "object_codes": [0, 0]}
     objects = {kind: {"objects": 0, "first_patch_right": 0, "first_patch_background": 0, "later_patches": 0,
                       "later_patches_right": 0, "whole_object_right": 0} for kind in ("heldout_key", "trained_key")}
