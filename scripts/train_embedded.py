@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--edit-change-weight", type=float, default=None,
                         help="stage-2 loss weight of edit target codes that differ from the source's code at the same "
                              "cell (default 1)")
+    parser.add_argument("--edit-keep-weight", type=float, default=None,
+                        help="stage-2 loss weight of edit target codes that copy a non-background source cell (the "
+                             "objects an edit keeps; default 1)")
     parser.add_argument("--image-noise", type=float, default=None,
                         help="stage 2: share of generated image codes replaced by random ones in the input (default 0)")
     parser.add_argument("--task-weight", type=parse_task_weight, action="append", default=None,
@@ -111,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     if args.plan is not None:
         overrides = [f"--{k.replace('_', '-')}" for k in ("split", "hidden", "layers", "stage2_steps", "vq_steps",
-                                                           "vq_restart_share", "vq_decoder_steps", "change_weight", "edit_change_weight", "image_noise",
+                                                           "vq_restart_share", "vq_decoder_steps", "change_weight", "edit_change_weight", "edit_keep_weight",
+                                                           "image_noise",
                                                            "task_weight", "mix", "layout") if getattr(args, k) is not None]
         overrides += ["--separators"] if args.separators else []
         if overrides:
@@ -123,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                                vq_restart_share=args.vq_restart_share, vq_decoder_steps=args.vq_decoder_steps,
                                separators=args.separators,
                                change_weight=args.change_weight, edit_change_weight=args.edit_change_weight,
+                               edit_keep_weight=args.edit_keep_weight,
                                image_noise=args.image_noise,
                                task_weights=None if args.task_weight is None else dict(args.task_weight),
                                mix_counts=None if args.mix is None else dict(args.mix),

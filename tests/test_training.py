@@ -525,11 +525,12 @@ def test_budget_plan_overrides_and_the_card_command_repeats_them():
     assert module.steps_flag(base.to_dict(), 70) == ""
     assert module.steps_flag(plan.to_dict(), 70) == (
         " --vq-steps 4200 --vq-restart-share 0.7 --stage2-steps 5000 --separators")
-    weighted = plan_for_budget(70, change_weight=3, edit_change_weight=4, image_noise=0.1, task_weights={"vqa": 8})
-    assert (weighted.stage2.change_weight, weighted.stage2.edit_change_weight, weighted.stage2.image_noise,
-            weighted.stage2.task_weights) == (3, 4, 0.1, {"vqa": 8})
+    weighted = plan_for_budget(70, change_weight=3, edit_change_weight=4, edit_keep_weight=2, image_noise=0.1,
+                               task_weights={"vqa": 8})
+    assert (weighted.stage2.change_weight, weighted.stage2.edit_change_weight, weighted.stage2.edit_keep_weight,
+            weighted.stage2.image_noise, weighted.stage2.task_weights) == (3, 4, 2, 0.1, {"vqa": 8})
     assert module.steps_flag(weighted.to_dict(), 70) == (
-        " --change-weight 3 --edit-change-weight 4 --image-noise 0.1 --task-weight vqa=8")
+        " --change-weight 3 --edit-change-weight 4 --edit-keep-weight 2 --image-noise 0.1 --task-weight vqa=8")
     tuned = plan_for_budget(70, vq_steps=4200, vq_decoder_steps=1000)
     assert tuned.vq_decoder_steps == 1000 and base.vq_decoder_steps == 0
     assert module.steps_flag(tuned.to_dict(), 70) == " --vq-steps 4200 --vq-decoder-steps 1000"
@@ -593,6 +594,32 @@ def test_edit_weights_mark_target_codes_that_differ_from_the_source_cell(builder
     assert edit_code_weights(unchanged.input_ids, unchanged.labels, (first, first + N_CODES), 5.0, [True]).eq(1).all()
 
 
+def test_edit_keep_weight_marks_copied_cells_that_are_not_the_source_background(builder):
+    from unix_core.training.data import collate
+    from unix_core.training.train_lm import edit_code_weights
+
+    source = torch.full((6, 6), 3, dtype=torch.long)  # background code 3
+    source[1, 1:3] = torch.tensor([10, 11])  # a kept object: two cells
+    source[4, 4] = 20  # the edited object
+    target = source.clone()
+    target[4, 4] = 3  # removed: its cell turns to background (a changed cell)
+    target[0, 0] = 30  # and one background cell changes
+    batch = collate([builder.edit(source, "remove the square", target)], builder.eos_id)
+    first = builder.real_text_vocab_size
+    code_range = (first, first + N_CODES)
+    weights = edit_code_weights(batch.input_ids, batch.labels, code_range, 5.0, [True], keep_weight=2.0)[0]
+    trained = torch.nonzero((batch.labels[0] >= first) & (batch.labels[0] < first + N_CODES)).flatten()
+    grid = weights[trained].view(6, 6)
+    expected = torch.ones(6, 6)
+    expected[1, 1:3] = 2.0
+    expected[4, 4] = expected[0, 0] = 5.0
+    assert torch.equal(grid, expected)
+    assert weights[~torch.isin(torch.arange(len(weights)), trained)].eq(1).all()  # text and source untouched
+    # keep_weight 1 (the default) is the change weight alone
+    plain = edit_code_weights(batch.input_ids, batch.labels, code_range, 5.0, [True])[0]
+    assert torch.equal(plain[trained].view(6, 6), torch.where(expected == 2.0, 1.0, expected))
+
+
 def test_image_noise_changes_only_generated_codes_and_is_seeded():
     from unix_core.training.train_lm import noisy_image_inputs
 
@@ -627,7 +654,8 @@ def test_training_with_image_options_needs_the_code_range_and_resumes_identicall
 
     first = len(builder.tokenizer)
     config = TrainConfig(steps=4, max_tokens=600, lr=1e-2, warmup_steps=1, log_every=1, checkpoint_every=2,
-                         change_weight=4.0, edit_change_weight=3.0, image_noise=0.2, task_weights={"vqa": 8.0})
+                         change_weight=4.0, edit_change_weight=3.0, edit_keep_weight=2.0, image_noise=0.2,
+                         task_weights={"vqa": 8.0})
     with pytest.raises(ValueError, match="image-code id range"):
         train_lm(model(), seqs, config, work_dir=tmp_path / "x", accelerator=Accelerator(cpu=True),
                  pad_id=builder.eos_id)
@@ -642,6 +670,8 @@ def test_training_with_image_options_needs_the_code_range_and_resumes_identicall
         TrainConfig(steps=1, change_weight=0.0)
     with pytest.raises(ValueError, match="edit_change_weight"):
         TrainConfig(steps=1, edit_change_weight=-1.0)
+    with pytest.raises(ValueError, match="edit_keep_weight"):
+        TrainConfig(steps=1, edit_keep_weight=0.0)
     with pytest.raises(ValueError, match="task_weights"):
         TrainConfig(steps=1, task_weights={"vqa": 0.0})
 

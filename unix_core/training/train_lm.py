@@ -62,6 +62,11 @@ class TrainConfig:
     # Larger weights edit worse: 6 gave 68.0% and 8 47.9% of edits over 800 samples (8 also VQA 77% on seed 0;
     # model card).
     edit_change_weight: float = 1.0
+    # ``edit_keep_weight``: the loss weight of an edit target's code that copies the source's code at the same
+    # cell where that code is not the source image's most common code (its background): the cells of the objects
+    # an edit keeps. probe_edit.py found most copy errors at a kept object's first code row, most often on an
+    # object of the edited one's shape (the model erases or changes the wrong object).
+    edit_keep_weight: float = 1.0
     # Loss weight per task name (TrainingSequence.task; 1 for tasks not named), multiplying the weights above.
     # The loss is a mean over trained tokens, so a task with short answers (VQA: 1-2 tokens after a whole
     # image) gets almost no gradient beside 81-code images: 0.9% of the trained tokens in the default mix.
@@ -75,14 +80,16 @@ class TrainConfig:
         if self.change_weight <= 0 or not 0 <= self.image_noise < 1:
             raise ValueError(f"change_weight must be > 0 and image_noise in [0, 1), got {self.change_weight}, "
                              f"{self.image_noise}")
-        if self.edit_change_weight <= 0:
-            raise ValueError(f"edit_change_weight must be > 0, got {self.edit_change_weight}")
+        if self.edit_change_weight <= 0 or self.edit_keep_weight <= 0:
+            raise ValueError(f"edit_change_weight and edit_keep_weight must be > 0, got {self.edit_change_weight}, "
+                             f"{self.edit_keep_weight}")
         if any(not w > 0 for w in self.task_weights.values()):
             raise ValueError(f"task_weights must be > 0, got {self.task_weights}")
 
     @property
     def uses_image_options(self) -> bool:
-        return self.change_weight != 1.0 or self.image_noise > 0 or self.edit_change_weight != 1.0
+        return (self.change_weight != 1.0 or self.image_noise > 0 or self.edit_change_weight != 1.0
+                or self.edit_keep_weight != 1.0)
 
     @property
     def weighted(self) -> bool:
@@ -137,11 +144,13 @@ def image_code_weights(labels: torch.Tensor, image_codes: tuple[int, int], chang
 
 
 def edit_code_weights(input_ids: torch.Tensor, labels: torch.Tensor, image_codes: tuple[int, int],
-                      weight: float, is_edit: Sequence[bool]) -> torch.Tensor:
+                      weight: float, is_edit: Sequence[bool], keep_weight: float = 1.0) -> torch.Tensor:
     """(B, T) float loss weights: ``weight`` where the label is an edit target's image code that differs from
-    the source image's code at the same cell, 1 elsewhere. In an edit row (``is_edit``) the source is the
-    input's image codes that are not trained (label -100) and the target the trained ones, both in raster
-    order, so the k-th of each is the same cell; a row where the counts differ is left at 1."""
+    the source image's code at the same cell, ``keep_weight`` where it equals a source code that is not the
+    source image's most common code (a kept object's cell; the most common code is the background), 1 elsewhere.
+    In an edit row (``is_edit``) the source is the input's image codes that are not trained (label -100) and the
+    target the trained ones, both in raster order, so the k-th of each is the same cell; a row where the counts
+    differ is left at 1."""
     lo, hi = image_codes
     weights = torch.ones(labels.shape, dtype=torch.float, device=labels.device)
     for row in (i for i, edit in enumerate(is_edit) if edit):
@@ -149,8 +158,11 @@ def edit_code_weights(input_ids: torch.Tensor, labels: torch.Tensor, image_codes
         source = ids[((ids >= lo) & (ids < hi)) & (lab == IGNORE)]
         target_pos = torch.nonzero((lab >= lo) & (lab < hi)).flatten()
         if len(source) == len(target_pos) > 0:
-            changed = target_pos[lab[target_pos] != source]
-            weights[row, changed] = weight
+            same = lab[target_pos] == source
+            weights[row, target_pos[~same]] = weight
+            if keep_weight != 1.0:
+                background = torch.mode(source).values
+                weights[row, target_pos[same & (source != background)]] = keep_weight
     return weights
 
 
@@ -227,7 +239,8 @@ def train_lm(
     ``accelerator.unwrap_model(model)`` (the object passed in, on CPU).
     """
     if config.uses_image_options and image_codes is None:
-        raise ValueError("change_weight / edit_change_weight / image_noise need the image-code id range (image_codes)")
+        raise ValueError("change_weight / edit_change_weight / edit_keep_weight / image_noise need the image-code id "
+                         "range (image_codes)")
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.95))
@@ -256,9 +269,10 @@ def train_lm(
             weights = torch.tensor([[config.task_weights.get(s.task, 1.0)] for s in chosen], device=logits.device)
             if config.change_weight != 1.0:
                 weights = weights * image_code_weights(batch.labels, image_codes, config.change_weight)
-            if config.edit_change_weight != 1.0:
+            if config.edit_change_weight != 1.0 or config.edit_keep_weight != 1.0:
                 weights = weights * edit_code_weights(batch.input_ids, batch.labels, image_codes,
-                                                      config.edit_change_weight, [s.task == "edit" for s in chosen])
+                                                      config.edit_change_weight, [s.task == "edit" for s in chosen],
+                                                      config.edit_keep_weight)
             loss = weighted_lm_loss(logits, batch.labels, weights.expand(batch.labels.shape))
         else:
             loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels).loss
