@@ -68,6 +68,7 @@ def probe(folder: Path, n: int, seed: int = 7, split: str = "heldout") -> dict:
         predicted = logits.argmax(-1).cpu()
         losses = torch.nn.functional.cross_entropy(logits, tgt.to(logits.device), reduction="none").cpu()
         right, changed = predicted == tgt, tgt != src
+        copy_error = ~changed & ~right
         for name, mask in (("changed", changed), ("copied", ~changed)):
             for key in (name, f"{sample.kind} {name}"):
                 hits[key] += int(right[mask].sum())
@@ -85,9 +86,9 @@ def probe(folder: Path, n: int, seed: int = 7, split: str = "heldout") -> dict:
             if obj in sample.target.objects:  # kept: is it like the object the instruction names?
                 like = relation(obj, edited[0]) if edited else "no object edited"
                 count[f"kept objects: {like}"] += 1
-                count[f"kept objects with a copy error: {like}"] += bool((~changed[cells] & ~right[cells]).any())
+                count[f"kept objects with a copy error: {like}"] += bool(copy_error[cells].any())
         background = plain[sample.source.background]
-        for cell in torch.nonzero(~changed & ~right).flatten().tolist():
+        for cell in torch.nonzero(copy_error).flatten().tolist():
             where = ("object first row" if cell in first_row
                      else "object later rows" if cell in later_rows else "background")
             count[f"copy errors: {where}"] += 1

@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     if args.plan is not None:
         overrides = [f"--{k.replace('_', '-')}" for k in ("split", "hidden", "layers", "stage2_steps", "vq_steps",
-                                                           "vq_restart_share", "vq_decoder_steps", "change_weight", "edit_change_weight", "edit_keep_weight",
-                                                           "image_noise",
+                                                           "vq_restart_share", "vq_decoder_steps", "change_weight",
+                                                           "edit_change_weight", "edit_keep_weight", "image_noise",
                                                            "task_weight", "mix", "layout") if getattr(args, k) is not None]
         overrides += ["--separators"] if args.separators else []
         if overrides:
