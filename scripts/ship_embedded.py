@@ -168,6 +168,8 @@ def steps_flag(plan: dict, budget: float, split: bool = True) -> str:
     if stage2.get("image_noise", 0.0) != planned.stage2.image_noise:
         flags += f" --image-noise {stage2['image_noise']:g}"
     mix = plan["mix"]
+    if mix.get("edit_same_shape_share", 0.0) != planned.mix.edit_same_shape_share:
+        flags += f" --edit-same-shape-share {mix['edit_same_shape_share']:g}"
     flags += "".join(f" --mix {task}={mix[task]}" for task in MIX_TASKS if mix[task] != getattr(planned.mix, task))
     if stage2.get("task_weights", {}) != planned.stage2.task_weights:
         flags += "".join(f" --task-weight {task}={weight:g}" for task, weight in stage2.get("task_weights", {}).items())

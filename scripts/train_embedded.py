@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--edit-keep-weight", type=float, default=None,
                         help="stage-2 loss weight of edit target codes that copy a non-background source cell (the "
                              "objects an edit keeps; default 1)")
+    parser.add_argument("--edit-same-shape-share", type=float, default=None,
+                        help="share of the stage-2 mix's recolour, move and remove edits whose source keeps another "
+                             "object of the named object's shape, named apart only by colour (default 0: as drawn)")
     parser.add_argument("--image-noise", type=float, default=None,
                         help="stage 2: share of generated image codes replaced by random ones in the input (default 0)")
     parser.add_argument("--task-weight", type=parse_task_weight, action="append", default=None,
@@ -115,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.plan is not None:
         overrides = [f"--{k.replace('_', '-')}" for k in ("split", "hidden", "layers", "stage2_steps", "vq_steps",
                                                            "vq_restart_share", "vq_decoder_steps", "change_weight",
-                                                           "edit_change_weight", "edit_keep_weight", "image_noise",
-                                                           "task_weight", "mix", "layout") if getattr(args, k) is not None]
+                                                           "edit_change_weight", "edit_keep_weight",
+                                                           "edit_same_shape_share", "image_noise", "task_weight",
+                                                           "mix", "layout") if getattr(args, k) is not None]
         overrides += ["--separators"] if args.separators else []
         if overrides:
             parser.error(f"--plan fixes every setting; drop {', '.join(overrides)} or edit the plan file")
@@ -128,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                                separators=args.separators,
                                change_weight=args.change_weight, edit_change_weight=args.edit_change_weight,
                                edit_keep_weight=args.edit_keep_weight,
+                               edit_same_shape_share=args.edit_same_shape_share,
                                image_noise=args.image_noise,
                                task_weights=None if args.task_weight is None else dict(args.task_weight),
                                mix_counts=None if args.mix is None else dict(args.mix),

@@ -163,7 +163,7 @@ def test_fewshot_layout_trains_answers_only(builder, tokenizer, train_examples):
     assert all(label < builder.real_text_vocab_size for label in seq.labels if label != IGNORE)
 
 
-def test_mix_shares_are_as_configured_and_seeded(builder):
+def test_mix_shares_are_as_configured_and_seeded(builder, tokenizer):
     mix = MixConfig(text_to_image=600, caption=5, vqa=5, edit=40, fewshot=3, text=7,
                     reverse_share=0.25, unconditional_share=0.2, edit_unconditional_share=0.5, seed=3)
     seqs = build_mix(builder, fake_encoder, mix)
@@ -182,6 +182,13 @@ def test_mix_shares_are_as_configured_and_seeded(builder):
     none = Counter(s.task for s in build_mix(builder, fake_encoder, dataclasses.replace(
         mix, reverse_share=0.0, unconditional_share=0.0)))
     assert none["unconditional"] == 0 and none["caption"] == 5
+    # the same-shape share reaches the edits: the mix's edit sequences are those of the world's generator
+    same_shape = dataclasses.replace(mix, edit_same_shape_share=1.0, edit_unconditional_share=0.0)
+    texts = [tokenizer.decode(s.input_ids) for s in build_mix(builder, fake_encoder, same_shape) if s.task == "edit"]
+    assert sorted(t.split("edit: ")[1].split("<")[0].strip() for t in texts) == sorted(
+        e.instruction for e in edit_samples(40, seed=3, same_shape_share=1.0))
+    with pytest.raises(ValueError, match="edit_same_shape_share must be in"):
+        MixConfig(edit_same_shape_share=-0.1)
 
 
 def test_sequences_save_load_collate_and_batches(builder, tmp_path):
@@ -509,7 +516,7 @@ def test_budget_plan_overrides_and_the_card_command_repeats_them():
     import importlib.util
     from pathlib import Path
 
-    from unix_core.training.embedded import DEFAULT_VQ, plan_for_budget
+    from unix_core.training.embedded import DEFAULT_VQ, EmbeddedPlan, plan_for_budget
 
     base = plan_for_budget(70)
     assert base.vq == DEFAULT_VQ and base.vq_restart_share == 1.0
@@ -537,6 +544,10 @@ def test_budget_plan_overrides_and_the_card_command_repeats_them():
     split = plan_for_budget(70, split=(1, 1), vq_steps=4200)
     assert module.steps_flag(split.to_dict(), 70) == " --split 1:1 --vq-steps 4200"
     assert module.steps_flag(split.to_dict(), 70, split=False) == " --vq-steps 4200"
+    same_shape = plan_for_budget(70, edit_same_shape_share=0.5)
+    assert same_shape.mix.edit_same_shape_share == 0.5 and base.mix.edit_same_shape_share == 0.0
+    assert EmbeddedPlan.from_dict(same_shape.to_dict()) == same_shape
+    assert module.steps_flag(same_shape.to_dict(), 70) == " --edit-same-shape-share 0.5"
     more_edits = plan_for_budget(70, mix_counts={"edit": 7875})
     assert more_edits.mix.edit == 7875 and more_edits.mix.vqa == base.mix.vqa  # others keep the budget's counts
     assert module.steps_flag(more_edits.to_dict(), 70) == " --mix edit=7875"

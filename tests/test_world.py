@@ -2,6 +2,7 @@
 
 import ast
 import dataclasses
+from collections import Counter
 import itertools
 import pathlib
 import random
@@ -302,6 +303,44 @@ def test_edits_are_valid_and_change_what_the_instruction_says():
             if said[2] in COLORS:  # qualified by colour only when the shape occurs more than once
                 assert sum(o.shape == old.shape for o in s.source.objects) > 1
     assert any(s.instruction.split()[2] in COLORS for s in samples if s.kind != "add")
+
+
+def _named_object(s):
+    gone, _ = _changed(s.source, s.target)
+    return gone.pop()
+
+
+def test_same_shape_share_draws_edits_that_only_the_colour_word_resolves():
+    from unix_core.world.edits import NAMING_KINDS, names_by_colour
+
+    assert names_by_colour("make the red square blue") and names_by_colour("remove the  green circle")
+    assert not names_by_colour("move the square to the top")
+    assert not names_by_colour("add a small red square at the top")
+    assert not names_by_colour("change the background to red")
+    plain = list(edit_samples(600, seed=2))
+    assert [e.instruction for e in edit_samples(600, seed=2, same_shape_share=0.0)] == [e.instruction for e in plain]
+
+    def share(samples):
+        named = [e for e in samples if e.kind in NAMING_KINDS]
+        by_colour = [e for e in named if names_by_colour(e.instruction)]
+        for e in by_colour:  # another object of the source has the named object's shape, and it is kept
+            obj = _named_object(e)
+            twins = [o for o in e.source.objects if o.shape == obj.shape and o != obj]
+            assert twins and all(o in e.target.objects for o in twins) and all(o.color != obj.color for o in twins)
+        for e in named:
+            if e not in by_colour:
+                assert sum(o.shape == _named_object(e).shape for o in e.source.objects) == 1
+        return len(by_colour) / len(named)
+
+    natural, half, every = share(plain), share(edit_samples(600, seed=2, same_shape_share=0.5)), share(
+        edit_samples(600, seed=2, same_shape_share=1.0))
+    assert 0.2 < natural < 0.45 and every == 1.0
+    assert abs(half - (0.5 + 0.5 * natural)) < 0.1  # forced half plus the natural share of the rest
+    heldout = list(edit_samples(200, seed=2, split="heldout", same_shape_share=1.0))
+    assert share(heldout) == 1.0 and all(apply_edit(e.source, e.instruction) == e.target for e in heldout)
+    assert Counter(e.kind for e in heldout).keys() == set(EDIT_KINDS)  # other kinds are drawn as before
+    with pytest.raises(ValueError, match=r"same_shape_share must be in \[0, 1\]"):
+        list(edit_samples(1, same_shape_share=1.5))
 
 
 def test_apply_edit_rejects_impossible_instructions():

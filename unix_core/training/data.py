@@ -154,7 +154,9 @@ class MixConfig:
 
     ``reverse_share`` of the text-to-image pairs become caption sequences (image -> the scene's canonical
     caption); ``unconditional_share`` of the remaining ones lose their prompt (``<unconditional>``);
-    ``edit_unconditional_share`` of the edits use the edit's unconditional form.
+    ``edit_unconditional_share`` of the edits use the edit's unconditional form; ``edit_same_shape_share`` of
+    the recolour, move and remove edits keep another object of the named object's shape
+    (:func:`unix_core.world.edit_samples`).
     """
 
     text_to_image: int = 1000
@@ -166,6 +168,7 @@ class MixConfig:
     reverse_share: float = 0.2
     unconditional_share: float = 0.1
     edit_unconditional_share: float = 0.1
+    edit_same_shape_share: float = 0.0
     train_fewshot_examples: bool = True
     seed: int = 0
     split: str = "train"
@@ -175,7 +178,7 @@ class MixConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"MixConfig.{name} must be an integer >= 0, got {value!r}")
-        for name in ("reverse_share", "unconditional_share", "edit_unconditional_share"):
+        for name in ("reverse_share", "unconditional_share", "edit_unconditional_share", "edit_same_shape_share"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"MixConfig.{name} must be in [0, 1], got {value!r}")
@@ -200,7 +203,7 @@ def build_mix(builder: SequenceBuilder, encode_scenes: SceneEncoder, mix: MixCon
     prompts = list(prompt_samples(mix.text_to_image, seed=seed, split=split))
     captions = list(caption_samples(mix.caption, seed=seed, split=split))
     questions = list(vqa_samples(mix.vqa, seed=seed, split=split))
-    edits = list(edit_samples(mix.edit, seed=seed, split=split))
+    edits = list(edit_samples(mix.edit, seed=seed, split=split, same_shape_share=mix.edit_same_shape_share))
     episodes = list(fewshot_episodes(mix.fewshot, seed=seed, split=split))
     scenes = [s.scene for s in (*prompts, *captions, *questions)]
     scenes += [x for e in edits for x in (e.source, e.target)]

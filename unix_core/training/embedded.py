@@ -537,13 +537,15 @@ def plan_for_budget(
     change_weight: float | None = None,
     edit_change_weight: float | None = None,
     edit_keep_weight: float | None = None,
+    edit_same_shape_share: float | None = None,
     image_noise: float | None = None,
     task_weights: dict[str, float] | None = None,
     mix_counts: dict[str, int] | None = None,
     layout: str | None = None,
 ) -> EmbeddedPlan:
     """A plan whose stages should fit ``minutes`` on the 2-core CPU (one thread); deterministic in its args.
-    ``mix_counts`` sets the number of training samples of some tasks (after the budget's scaling of the mix)."""
+    ``mix_counts`` sets the number of training samples of some tasks (after the budget's scaling of the mix);
+    ``edit_same_shape_share`` the mix's ``MixConfig.edit_same_shape_share``."""
     if minutes <= 0:
         raise ValueError(f"budget must be positive minutes, got {minutes}")
     base = EmbeddedPlan(seed=seed)
@@ -556,6 +558,8 @@ def plan_for_budget(
     steps = stage2_steps or max(20, int(stage2_minutes * 60 * STAGE2_TOKENS_PER_SECOND / TOKENS_PER_STEP))
     # smaller budgets get a proportionally smaller mix
     mix_factor = min(1.0, minutes * SHARES["data"] * ENCODED_IMAGES_PER_MINUTE / MIX_IMAGES)
+    if edit_same_shape_share is None:
+        edit_same_shape_share = base.mix.edit_same_shape_share
     return base.replace(
         lm=lm,
         vq_steps=vq_steps,
@@ -573,7 +577,8 @@ def plan_for_budget(
             image_noise=base.stage2.image_noise if image_noise is None else image_noise,
             task_weights=base.stage2.task_weights if task_weights is None else dict(task_weights),
         ),
-        mix=dataclasses.replace(base.mix.scaled(mix_factor), seed=seed, **(mix_counts or {})),
+        mix=dataclasses.replace(base.mix.scaled(mix_factor), seed=seed, **(mix_counts or {}),
+                                edit_same_shape_share=edit_same_shape_share),
     )
 
 
