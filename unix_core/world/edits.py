@@ -112,8 +112,8 @@ NAMING_KINDS: tuple[str, ...] = ("recolor", "move", "remove")
 
 def names_by_colour(instruction: str) -> bool:
     """Whether an instruction names its object by colour and shape (another object of the source has its shape)."""
-    kind = parse_edit_kind(instruction)
-    return kind in NAMING_KINDS and dict(_EDITS)[kind].fullmatch(normalize_whitespace(instruction)).group(1) is not None
+    kind, groups = _parse_edit(instruction)
+    return kind in NAMING_KINDS and groups[0] is not None
 
 
 def edit_samples(n: int, *, seed: int = 0, split: str = "train", same_shape_share: float = 0.0) -> Iterator[EditSample]:
@@ -152,13 +152,18 @@ _EDITS: tuple[tuple[str, re.Pattern], ...] = tuple(
 )
 
 
-def parse_edit_kind(instruction: str) -> str:
-    """The kind of an instruction of the templates above; ValueError otherwise."""
+def _parse_edit(instruction: str) -> tuple[str, tuple[str | None, ...]]:
+    """(kind, the template's groups) of an instruction of the templates above; ValueError otherwise."""
     instruction = normalize_whitespace(instruction)
     for kind, pattern in _EDITS:
-        if pattern.fullmatch(instruction):
-            return kind
+        if match := pattern.fullmatch(instruction):
+            return kind, match.groups()
     raise ValueError(f"unsupported instruction {instruction!r}; supported kinds: {', '.join(EDIT_KINDS)}")
+
+
+def parse_edit_kind(instruction: str) -> str:
+    """The kind of an instruction of the templates above; ValueError otherwise."""
+    return _parse_edit(instruction)[0]
 
 
 def apply_edit(scene: Scene, instruction: str) -> Scene:
@@ -168,9 +173,7 @@ def apply_edit(scene: Scene, instruction: str) -> Scene:
     ambiguous, or a result that is not a valid scene (e.g. removing the last object, moving onto
     an occupied cell, colouring an object like the background).
     """
-    instruction = normalize_whitespace(instruction)
-    kind = parse_edit_kind(instruction)
-    groups = dict(_EDITS)[kind].fullmatch(instruction).groups()
+    kind, groups = _parse_edit(instruction)
     if kind == "background":
         return Scene(groups[0], scene.objects)
     if kind == "add":
