@@ -1,13 +1,14 @@
 """Copy a trained embedded run into ``assets/unix-shapes/`` and write its model card from measured files.
 
     python scripts/ship_embedded.py --unix runs/embedded --baseline runs/embedded-0x0 \
-        [--bench runs/bench_embedded.json] [--notes runs/card_notes.md] [--out assets/unix-shapes]
+        [--bench runs/bench_embedded.json] [--notes runs/card_notes.md] [--log runs/card_log.md] [--out assets/unix-shapes]
 
 Each run folder must hold ``checkpoint/`` (from ``scripts/train_embedded.py``) and ``eval.json`` (from
 ``scripts/evaluate_embedded.py CKPT --json RUN/eval.json``, which records the image sampling settings it
 used; they must be the shipped checkpoint's defaults, or shipping stops). The card's figures come only from
 those files (training reports, plan, evaluation, optional benchmark JSON from ``bench/bench_embedded.py``); ``--notes``
-adds free text (e.g. how the run was scheduled on the machine). Without ``--baseline`` the card's baseline
+adds free text to the training section (e.g. how the run was scheduled on the machine), ``--log`` after the speed
+table (status against the bar, failures, the experiment log). Without ``--baseline`` the card's baseline
 column stays empty (say in the notes where the baseline's figures are).
 Also builds the streaming-preview code palette beside the weights, so the studio never builds it at start.
 """
@@ -242,7 +243,8 @@ def failures(scores: dict, per_task: int = 2) -> str:
     return "\n".join(lines)
 
 
-def write_card(out: Path, unix_run: Path, base_run: Path | None, bench: dict | None, notes: str, budget: float) -> str:
+def write_card(out: Path, unix_run: Path, base_run: Path | None, bench: dict | None, notes: str, budget: float,
+               log: str = "") -> str:
     unix = run_summary(unix_run)
     base = run_summary(base_run) if base_run is not None else None
     info = describe(out)
@@ -317,7 +319,7 @@ Measured stage times of the shipped run:
 ## Speed (`python -m bench.bench_embedded`)
 
 {bench_table(bench) if bench else "(not measured)"}
-"""
+{chr(10) + log if log else ""}"""
     (out / "README.md").write_text(card)
     return card
 
@@ -337,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bench", type=Path, default=None, help="JSON from bench/bench_embedded.py --json")
     parser.add_argument("--budget-minutes", type=float, default=60.0, help="the --budget-minutes both runs used")
     parser.add_argument("--notes", type=Path, default=None, help="markdown added to the card's training section")
+    parser.add_argument("--log", type=Path, default=None,
+                        help="markdown added after the speed table (status against the bar, failures, experiment log)")
     args = parser.parse_args(argv)
 
     from unix_core.config import UniXConfig, unix_to_official_config_dict
@@ -355,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     VQImageTokenizer.from_pretrained(args.out).code_palette.save(args.out / PALETTE_FILE)
     bench = read_json(args.bench) if args.bench else None
     notes = args.notes.read_text() if args.notes else ""
-    write_card(args.out, args.unix, args.baseline, bench, notes, args.budget_minutes)
+    log = args.log.read_text() if args.log else ""
+    write_card(args.out, args.unix, args.baseline, bench, notes, args.budget_minutes, log)
     size = sum(f.stat().st_size for f in args.out.iterdir())
     print(f"shipped {args.out} ({size / 1e6:.1f} MB)")
     if size > LIMIT_BYTES:
