@@ -10,7 +10,8 @@ seed to three full ones); the average pools all five tasks over the files that h
 evaluated on the same (split, seed, n) per task with the same image sampling settings, or the comparison
 stops: a difference between runs scored on different samples measures the samples. With two or more pairs
 it also prints, per task, the differences' mean, standard deviation and how many are above zero, and each
-side pooled over its runs (a run in several pairs counted once). Run-to-run spread is the yardstick: read a mean difference against its sd.
+side pooled over its runs (a run in several pairs counted once). Run-to-run spread is the yardstick: read a
+mean difference against its sd.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-TASKS = ("text_to_image", "caption", "vqa", "edit", "fewshot")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from unix_core.training.evaluate import EVAL_TASKS as TASKS  # noqa: E402  (the tasks evaluate_embedded writes)
+
 AVERAGE = "average"
 
 
@@ -64,9 +68,9 @@ def load_run(name: str, paths: list[str]) -> RunScores:
             c, n = run.counts.get(t, (0, 0))
             run.counts[t] = (c + int(data[t]["correct"]), n + int(data[t]["total"]))
             run.samples.setdefault(t, []).append(key)
-            if len(tasks) == len(TASKS):
-                average[0] += int(data[t]["correct"])
-                average[1] += int(data[t]["total"])
+        if len(tasks) == len(TASKS):  # a full evaluation: it counts towards the average
+            average[0] += sum(int(data[t]["correct"]) for t in tasks)
+            average[1] += sum(int(data[t]["total"]) for t in tasks)
     for t in run.samples:
         if len(set(run.samples[t])) != len(run.samples[t]):
             raise ValueError(f"run {name!r}: task {t} is evaluated twice on the same (split, seed, n) "
@@ -95,15 +99,18 @@ def _cell(run: RunScores, key: str) -> str:
     return f"{c}/{n} = {100 * c / n:.1f}%" if n else "-"
 
 
+def _head(first: str, keys: list[str]) -> list[str]:
+    return [f"| {first} | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+
+
 def report(runs: dict[str, RunScores], pairs: list[tuple[str, str]]) -> tuple[str, dict]:
     keys = [k for k in (*TASKS, AVERAGE) if any(k in r.counts for r in runs.values())]
-    lines = ["| run | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    lines = _head("run", keys)
     lines += [f"| {r.name} | " + " | ".join(_cell(r, k) for k in keys) + " |" for r in runs.values()]
     result: dict = {"runs": {r.name: {k: list(v) for k, v in r.counts.items()} for r in runs.values()}, "pairs": []}
     if pairs:
         diffs = [(new, old, paired(runs[new], runs[old])) for new, old in pairs]
-        lines += ["", "Paired differences, points (new minus old):", "",
-                  "| new − old | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        lines += ["", "Paired differences, points (new minus old):", "", *_head("new − old", keys)]
         for new, old, d in diffs:
             lines.append(f"| {new} − {old} | " + " | ".join(f"{d[k]:+.1f}" if k in d else "-" for k in keys) + " |")
             result["pairs"].append({"new": new, "old": old, "points": d})
@@ -121,7 +128,7 @@ def report(runs: dict[str, RunScores], pairs: list[tuple[str, str]]) -> tuple[st
                 summary[k] = {"mean": statistics.mean(values), "sd": statistics.stdev(values),
                               "above_zero": sum(v > 0 for v in values), "pairs": len(values),
                               "pooled_new": pooled[0], "pooled_old": pooled[1]}
-            lines += ["", "| over the pairs | mean | sd | above zero | new pooled | old pooled |", "|---|---|---|---|---|---|"]
+            lines += ["", *_head("over the pairs", ["mean", "sd", "above zero", "new pooled", "old pooled"])]
             for k, s in summary.items():
                 (cn, nn), (co, no) = s["pooled_new"], s["pooled_old"]
                 lines.append(f"| {k} | {s['mean']:+.1f} | {s['sd']:.1f} | {s['above_zero']}/{s['pairs']} | "

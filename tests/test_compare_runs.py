@@ -29,11 +29,10 @@ def write_eval(path, seed, n, correct, sampling=SAMPLING):
     return str(path)
 
 
-FULL = ("text_to_image", "caption", "vqa", "edit", "fewshot")
-
-
 def full(values):
-    return dict(zip(FULL, values))
+    from unix_core.training.evaluate import EVAL_TASKS
+
+    return dict(zip(EVAL_TASKS, values))
 
 
 def test_pools_each_task_over_its_files_and_the_average_over_full_evaluations(compare, tmp_path):
