@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
                              "object of the named object's shape, named apart only by colour (default 0: as drawn)")
     parser.add_argument("--image-noise", type=float, default=None,
                         help="stage 2: share of generated image codes replaced by random ones in the input (default 0)")
+    parser.add_argument("--ema-decay", type=float, default=None,
+                        help="stage 2 ends with an exponential moving average of its weights with this decay per step "
+                             "(default 0: the last step's weights)")
     parser.add_argument("--task-weight", type=parse_task_weight, action="append", default=None,
                         help="stage-2 loss weight of one task's trained tokens, e.g. vqa=8 (repeatable)")
     parser.add_argument("--mix", type=parse_mix_count, action="append", default=None,
@@ -120,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                                                            "vq_restart_share", "vq_decoder_steps", "change_weight",
                                                            "edit_change_weight", "edit_keep_weight",
                                                            "edit_same_shape_share", "image_noise", "task_weight",
-                                                           "mix", "layout") if getattr(args, k) is not None]
+                                                           "mix", "layout", "ema_decay") if getattr(args, k) is not None]
         overrides += ["--separators"] if args.separators else []
         if overrides:
             parser.error(f"--plan fixes every setting; drop {', '.join(overrides)} or edit the plan file")
@@ -136,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                                image_noise=args.image_noise,
                                task_weights=None if args.task_weight is None else dict(args.task_weight),
                                mix_counts=None if args.mix is None else dict(args.mix),
-                               layout=args.layout)
+                               layout=args.layout, ema_decay=args.ema_decay)
     if (args.out / "plan.json").exists() and not args.resume:
         parser.error(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
 

@@ -551,6 +551,10 @@ def test_budget_plan_overrides_and_the_card_command_repeats_them():
     more_edits = plan_for_budget(70, mix_counts={"edit": 7875})
     assert more_edits.mix.edit == 7875 and more_edits.mix.vqa == base.mix.vqa  # others keep the budget's counts
     assert module.steps_flag(more_edits.to_dict(), 70) == " --mix edit=7875"
+    averaged = plan_for_budget(70, ema_decay=0.999)
+    assert averaged.stage2.ema_decay == 0.999 and base.stage2.ema_decay == 0.0
+    assert EmbeddedPlan.from_dict(averaged.to_dict()) == averaged
+    assert module.steps_flag(averaged.to_dict(), 70) == " --ema-decay 0.999"
     query_first = plan_for_budget(70, layout="query-first")
     assert module.steps_flag(query_first.to_dict(), 70) == " --layout query-first"
     with pytest.raises(ValueError, match="layout must be one of"):
@@ -685,6 +689,61 @@ def test_training_with_image_options_needs_the_code_range_and_resumes_identicall
         TrainConfig(steps=1, edit_keep_weight=0.0)
     with pytest.raises(ValueError, match="task_weights"):
         TrainConfig(steps=1, task_weights={"vqa": 0.0})
+
+
+def test_weight_average_ends_the_run_resumes_identically_and_keeps_the_last_weights(builder, tmp_path):
+    from accelerate import Accelerator
+    from safetensors.torch import load_file
+
+    from unix_core.convert import convert_qwen_to_unix
+    from unix_core.training.embedded import EmbeddedPlan, LMShape, stage1_model
+    from unix_core.training.train_lm import STATE_DIR, TrainConfig, train_lm
+
+    seqs = build_mix(builder, fake_encoder, MixConfig(text_to_image=4, caption=1, vqa=1, edit=2, fewshot=0, text=1))
+    plan = EmbeddedPlan(lm=LMShape(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1,
+                                   intermediate_size=64, split=(1, 1)))
+
+    def model():
+        torch.manual_seed(0)
+        return convert_qwen_to_unix(stage1_model(plan, builder.tokenizer), num_vision_encode_layers=1,
+                                    num_vision_decode_layers=1, vision_vocab_size=N_CODES,
+                                    tokenizer=builder.tokenizer).train()
+
+    def weights(m):
+        return {k: v.detach().clone() for k, v in m.named_parameters()}
+
+    # a constant learning rate, so a run of k steps walks the first k steps of a longer one
+    config = TrainConfig(steps=4, max_tokens=600, lr=1e-2, warmup_steps=1, min_lr_ratio=1.0, log_every=1,
+                         checkpoint_every=2)
+    kwargs = dict(accelerator=Accelerator(cpu=True), pad_id=builder.eos_id)
+    steps = []
+    for k in range(1, 5):
+        m = model()
+        train_lm(m, seqs, dataclasses.replace(config, steps=k), work_dir=tmp_path / f"plain{k}", **kwargs)
+        steps.append(weights(m))
+    decay = 0.6
+    expected = dict(steps[0])  # the average starts at the first step's weights
+    for w in steps[1:]:
+        expected = {k: decay * expected[k] + (1 - decay) * w[k] for k in w}
+    averaged = dataclasses.replace(config, ema_decay=decay)
+    m = model()
+    log = train_lm(m, seqs, averaged, work_dir=tmp_path / "a", eval_sequences=seqs[:3], **kwargs)
+    final = weights(m)
+    assert all(torch.allclose(final[k], expected[k], atol=1e-6) for k in expected)
+    assert not torch.allclose(final["model.embed_tokens.weight"], steps[-1]["model.embed_tokens.weight"])
+    assert set(log.ema_eval_loss) == set(log.eval_loss[-1][1])  # both the average's and the last step's losses
+    kept = load_file(str(tmp_path / "a" / STATE_DIR / "model.safetensors"))  # the last step's weights stay
+    assert torch.allclose(kept["model.embed_tokens.weight"], steps[-1]["model.embed_tokens.weight"], atol=1e-6)
+    # stopped after its first step (checkpointed with its average), then resumed: the same average
+    stopped = model()
+    assert train_lm(stopped, seqs, averaged, work_dir=tmp_path / "b", time_limit_s=0, **kwargs).step == 1
+    assert torch.allclose(weights(stopped)["model.norm.weight"], steps[0]["model.norm.weight"])  # not averaged yet
+    resumed = model()
+    train_lm(resumed, seqs, averaged, work_dir=tmp_path / "b", **kwargs)
+    assert all(torch.allclose(v, final[k], atol=1e-6) for k, v in weights(resumed).items())
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match="ema_decay"):
+            TrainConfig(steps=1, ema_decay=bad)
 
 
 def test_weighted_loss_is_a_weighted_mean_over_trained_positions():

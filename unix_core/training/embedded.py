@@ -542,6 +542,7 @@ def plan_for_budget(
     task_weights: dict[str, float] | None = None,
     mix_counts: dict[str, int] | None = None,
     layout: str | None = None,
+    ema_decay: float | None = None,
 ) -> EmbeddedPlan:
     """A plan whose stages should fit ``minutes`` on the 2-core CPU (one thread); deterministic in its args.
     ``mix_counts`` sets the number of training samples of some tasks (after the budget's scaling of the mix);
@@ -576,6 +577,7 @@ def plan_for_budget(
             edit_keep_weight=base.stage2.edit_keep_weight if edit_keep_weight is None else edit_keep_weight,
             image_noise=base.stage2.image_noise if image_noise is None else image_noise,
             task_weights=base.stage2.task_weights if task_weights is None else dict(task_weights),
+            ema_decay=base.stage2.ema_decay if ema_decay is None else ema_decay,
         ),
         mix=dataclasses.replace(base.mix.scaled(mix_factor), seed=seed, **(mix_counts or {}),
                                 edit_same_shape_share=edit_same_shape_share),

@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 STATE_DIR = "state"
 TRAINER_STATE = "trainer_state.json"
+EMA_FILE = "ema.pt"  # the weight average beside the accelerate state
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,10 @@ class TrainConfig:
     # The loss is a mean over trained tokens, so a task with short answers (VQA: 1-2 tokens after a whole
     # image) gets almost no gradient beside 81-code images: 0.9% of the trained tokens in the default mix.
     task_weights: dict[str, float] = field(default_factory=dict)
+    # ``ema_decay``: keep an exponential moving average of the weights (torch's ``AveragedModel``, updated after
+    # every optimizer step) and end the run with it instead of the last step's weights; 0 turns it off. The
+    # last step's weights stay in ``work_dir/state`` (the accelerate state), the average beside them.
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.max_tokens < 1:
@@ -88,6 +93,8 @@ class TrainConfig:
                              f"{self.edit_keep_weight}")
         if any(not w > 0 for w in self.task_weights.values()):
             raise ValueError(f"task_weights must be > 0, got {self.task_weights}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1) (0: no average), got {self.ema_decay!r}")
 
     @property
     def uses_image_options(self) -> bool:
@@ -115,6 +122,9 @@ class TrainLog:
     tokens: int = 0
     train_loss: list[tuple[int, float]] = field(default_factory=list)  # (step, mean loss since last entry)
     eval_loss: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # (step, {task: loss})
+    # with ``ema_decay``: the held-out losses of the averaged weights the run ends with (eval_loss's last entry
+    # is the last step's weights)
+    ema_eval_loss: dict[str, float] = field(default_factory=dict)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -253,9 +263,16 @@ def train_lm(
     log = TrainLog()
     state_dir = work_dir / STATE_DIR
     _recover_interrupted_save(state_dir)
+    ema = None
+    if config.ema_decay:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(accelerator.unwrap_model(model), multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
     if (state_dir / TRAINER_STATE).is_file():
         accelerator.load_state(str(state_dir))
         log = TrainLog(**json.loads((state_dir / TRAINER_STATE).read_text()))
+        if ema is not None:
+            ema.load_state_dict(torch.load(state_dir / EMA_FILE, map_location=accelerator.device, weights_only=True))
         logger.info("resumed %s at step %d", work_dir, log.step)
     model.train()
     started = time.perf_counter() - log.elapsed_s
@@ -285,6 +302,8 @@ def train_lm(
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update_parameters(accelerator.unwrap_model(model))
         log.step += 1
         log.tokens += int(batch.attention_mask.sum())
         window_loss += float(loss.detach())
@@ -304,21 +323,31 @@ def train_lm(
             logger.info("step %d held-out loss %s", log.step, {k: round(v, 4) for k, v in losses.items()})
         out_of_time = time_limit_s is not None and log.elapsed_s > time_limit_s
         if log.step % config.checkpoint_every == 0 or log.step == config.steps or out_of_time:
-            save_training_state(accelerator, log, state_dir)
+            save_training_state(accelerator, log, state_dir, ema)
         if out_of_time:
             logger.warning("time limit reached at step %d of %d", log.step, config.steps)
             break
+    if ema is not None and log.step >= config.steps:  # end with the average (a stopped run keeps training weights)
+        with torch.no_grad():
+            for mine, averaged in zip(accelerator.unwrap_model(model).parameters(), ema.module.parameters()):
+                mine.copy_(averaged)
+        if eval_sequences:
+            log.ema_eval_loss = eval_loss_by_task(model, eval_sequences, pad_id=pad_id, device=accelerator.device)
+            logger.info("averaged weights: held-out loss %s", {k: round(v, 4) for k, v in log.ema_eval_loss.items()})
     accelerator.unwrap_model(model, keep_fp32_wrapper=False).eval()  # drops a mixed-precision forward patch
     accelerator.free_memory()  # forget this stage's objects so a later save_state holds only its own
     return log
 
 
-def save_training_state(accelerator, log: TrainLog, state_dir: Path) -> None:
-    """Write the accelerate state and the log into ``state_dir``, replacing it only once complete."""
+def save_training_state(accelerator, log: TrainLog, state_dir: Path, ema: nn.Module | None = None) -> None:
+    """Write the accelerate state, the log and the weight average (if any) into ``state_dir``, replacing it
+    only once complete."""
     tmp = state_dir.with_name(state_dir.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     accelerator.save_state(str(tmp))
+    if ema is not None:
+        torch.save(ema.state_dict(), tmp / EMA_FILE)
     (tmp / TRAINER_STATE).write_text(json.dumps(asdict(log)))
     old = state_dir.with_name(state_dir.name + ".old")
     if state_dir.exists():
