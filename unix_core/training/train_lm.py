@@ -78,6 +78,8 @@ class TrainConfig:
     # ``ema_decay``: keep an exponential moving average of the weights (torch's ``AveragedModel``, updated after
     # every optimizer step) and end the run with it instead of the last step's weights; 0 turns it off. The
     # last step's weights stay in ``work_dir/state`` (the accelerate state), the average beside them.
+    # Measured (2026-12-06, 0.999 on the shipped plan, two runs, averaged minus last step): edits +0.4 and +2.5
+    # points over 800 samples, text-to-image -1.0 and -2.5; no clear effect (model card). Not used by the shipped model.
     ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
