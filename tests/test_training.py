@@ -650,14 +650,11 @@ def test_image_noise_changes_only_generated_codes_and_is_seeded():
     assert torch.equal(noisy_image_inputs(ids, labels, (5, 10), 0.0, torch.Generator().manual_seed(0)), ids)
 
 
-def test_training_with_image_options_needs_the_code_range_and_resumes_identically(builder, tmp_path):
-    from accelerate import Accelerator
-
+def tiny_unix_factory(builder):
+    """A function that builds the same tiny 1:1 Uni-X (seeded) on every call."""
     from unix_core.convert import convert_qwen_to_unix
     from unix_core.training.embedded import EmbeddedPlan, LMShape, stage1_model
-    from unix_core.training.train_lm import TrainConfig, train_lm
 
-    seqs = build_mix(builder, fake_encoder, MixConfig(text_to_image=4, caption=1, vqa=1, edit=2, fewshot=0, text=1))
     plan = EmbeddedPlan(lm=LMShape(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1,
                                    intermediate_size=64, split=(1, 1)))
 
@@ -666,6 +663,17 @@ def test_training_with_image_options_needs_the_code_range_and_resumes_identicall
         return convert_qwen_to_unix(stage1_model(plan, builder.tokenizer), num_vision_encode_layers=1,
                                     num_vision_decode_layers=1, vision_vocab_size=N_CODES,
                                     tokenizer=builder.tokenizer).train()
+
+    return model
+
+
+def test_training_with_image_options_needs_the_code_range_and_resumes_identically(builder, tmp_path):
+    from accelerate import Accelerator
+
+    from unix_core.training.train_lm import TrainConfig, train_lm
+
+    seqs = build_mix(builder, fake_encoder, MixConfig(text_to_image=4, caption=1, vqa=1, edit=2, fewshot=0, text=1))
+    model = tiny_unix_factory(builder)
 
     first = len(builder.tokenizer)
     config = TrainConfig(steps=4, max_tokens=600, lr=1e-2, warmup_steps=1, log_every=1, checkpoint_every=2,
@@ -695,19 +703,10 @@ def test_weight_average_ends_the_run_resumes_identically_and_keeps_the_last_weig
     from accelerate import Accelerator
     from safetensors.torch import load_file
 
-    from unix_core.convert import convert_qwen_to_unix
-    from unix_core.training.embedded import EmbeddedPlan, LMShape, stage1_model
     from unix_core.training.train_lm import STATE_DIR, TrainConfig, train_lm
 
     seqs = build_mix(builder, fake_encoder, MixConfig(text_to_image=4, caption=1, vqa=1, edit=2, fewshot=0, text=1))
-    plan = EmbeddedPlan(lm=LMShape(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1,
-                                   intermediate_size=64, split=(1, 1)))
-
-    def model():
-        torch.manual_seed(0)
-        return convert_qwen_to_unix(stage1_model(plan, builder.tokenizer), num_vision_encode_layers=1,
-                                    num_vision_decode_layers=1, vision_vocab_size=N_CODES,
-                                    tokenizer=builder.tokenizer).train()
+    model = tiny_unix_factory(builder)
 
     def weights(m):
         return {k: v.detach().clone() for k, v in m.named_parameters()}
