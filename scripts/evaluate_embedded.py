@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, default=None, help="also write the scores here")
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="score these weights instead of the checkpoint's (a stage-2 snapshot of the same run, "
+                             "train_embedded.py --snapshot-steps)")
     parser.add_argument("--sampling", type=parse_sampling, action="append", default=[],
                         help="override one image sampling default, e.g. text_to_image.cfg_scale=5 (repeatable)")
     args = parser.parse_args(argv)
@@ -61,10 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     if not args.checkpoint.is_dir():
         parser.error(f"{args.checkpoint} is not a checkpoint folder")
+    if args.weights is not None and not args.weights.is_file():
+        parser.error(f"--weights {args.weights} is not a file")
     overrides: dict[str, dict] = {}
     for entry, key, value in args.sampling:
         overrides.setdefault(entry, {})[key] = value
-    evaluator = folder_evaluator(args.checkpoint, seed=args.seed, device=args.device, image_sampling=overrides)
+    evaluator = folder_evaluator(args.checkpoint, seed=args.seed, device=args.device, image_sampling=overrides,
+                                 weights=args.weights)
     scores = evaluator.run(args.n, split=args.split, tasks=args.tasks.split(","))
     print(format_scores(scores))
     sampling = sampling_record(evaluator.image_sampling)
@@ -72,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         out = {k: {"correct": v.correct, "total": v.total, "score": v.score, "failures": v.failures, "by_kind": v.by_kind}
                for k, v in scores.items()}
-        out["settings"] = {"n": args.n, "split": args.split, "seed": args.seed, "image_sampling": sampling}
+        out["settings"] = {"n": args.n, "split": args.split, "seed": args.seed, "image_sampling": sampling,
+                           **({"weights": str(args.weights)} if args.weights else {})}
         args.json.write_text(json.dumps(out, indent=1))
     return 0
 

@@ -57,6 +57,14 @@ def parse_mix_count(text: str) -> tuple[str, int]:
     return task, int(count)
 
 
+def parse_steps(text: str) -> tuple[int, ...]:
+    parts = text.split(",")
+    if not all(p.strip().isdigit() and int(p) >= 1 for p in parts):
+        raise argparse.ArgumentTypeError(f"--snapshot-steps must be comma-separated steps >= 1, e.g. 11000,16600, "
+                                         f"got {text!r}")
+    return tuple(sorted({int(p) for p in parts}))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path, help="run folder (created)")
@@ -104,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
     parser.add_argument("--time-limit-minutes", type=float, default=None,
                         help="stop stage 2 early (checkpointed, resumable) after this long; for probes")
+    parser.add_argument("--snapshot-steps", type=parse_steps, default=(),
+                        help="keep stage 2's weights after these steps in OUT/work/stage2/snapshots (does not change "
+                             "the run; score one with evaluate_embedded.py OUT/checkpoint --weights FILE)")
     parser.add_argument("--reuse-from", type=Path, default=None,
                         help="copy finished stages with equal inputs from another run (e.g. for the 0:0 baseline)")
     parser.add_argument("--evaluate", type=int, default=0, help="afterwards, score N held-out samples per task")
@@ -151,7 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         return Accelerator(cpu=args.cpu, mixed_precision=args.mixed_precision)
 
     time_limit = None if args.time_limit_minutes is None else args.time_limit_minutes * 60
-    checkpoint = run_plan(plan, args.out, make_accelerator=make_accelerator, time_limit_s=time_limit)
+    if any(step > plan.stage2.steps for step in args.snapshot_steps):
+        parser.error(f"--snapshot-steps {args.snapshot_steps} goes past stage 2's {plan.stage2.steps} steps")
+    checkpoint = run_plan(plan, args.out, make_accelerator=make_accelerator, time_limit_s=time_limit,
+                          snapshot_steps=args.snapshot_steps)
     print(f"checkpoint: {checkpoint}")
     if args.evaluate and checkpoint.name == "checkpoint":
         from unix_core.training.evaluate import evaluate_folder, format_scores

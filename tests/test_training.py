@@ -265,7 +265,7 @@ def test_pipeline_writes_a_loadable_checkpoint_and_resumes_identically(tmp_path)
 
     plan = tiny_plan()
     accelerator = lambda: Accelerator(cpu=True)  # noqa: E731
-    folder = run_plan(plan, tmp_path / "a", make_accelerator=accelerator)
+    folder = run_plan(plan, tmp_path / "a", make_accelerator=accelerator, snapshot_steps=(2,))
     assert folder == tmp_path / "a" / "checkpoint"
     model = UniXForCausalLM.from_pretrained(str(folder))
     tok = AutoTokenizer.from_pretrained(str(folder))
@@ -292,7 +292,19 @@ def test_pipeline_writes_a_loadable_checkpoint_and_resumes_identically(tmp_path)
     (tmp_path / "b" / "plan.json").write_text(json.dumps(saved))
     resumed = run_plan(plan, tmp_path / "b", make_accelerator=accelerator)
     a, b = load_file(str(folder / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # "a" kept a snapshot, "b" none
+
+    # the step-2 snapshot scores in place of the checkpoint's weights; weights of another model are refused
+    from unix_core.training.evaluate import load_checkpoint
+
+    snapshot = tmp_path / "a" / "work" / "stage2" / "snapshots" / "step2.safetensors"
+    snap_model = load_checkpoint(folder, weights=snapshot)[0]
+    snap = load_file(str(snapshot))
+    assert snap.keys() == a.keys() and all(torch.equal(snap_model.state_dict()[k], v) for k, v in snap.items())
+    assert not torch.equal(snap["model.norm.weight"], a["model.norm.weight"])
+    assert model.config.tie_word_embeddings and torch.equal(snap_model.lm_head.weight, snap["model.embed_tokens.weight"])
+    with pytest.raises(ValueError, match="does not hold the weights"):
+        load_checkpoint(folder, weights=tmp_path / "a" / "work" / "stage1" / "final" / "model.safetensors")
     with pytest.raises(ValueError, match="different plan"):
         run_plan(plan.replace(seed=1), tmp_path / "b", make_accelerator=accelerator)
 
@@ -745,6 +757,38 @@ def test_weight_average_ends_the_run_resumes_identically_and_keeps_the_last_weig
             TrainConfig(steps=1, ema_decay=bad)
 
 
+def test_snapshots_keep_the_weights_of_earlier_steps_without_changing_the_run(builder, tmp_path):
+    from accelerate import Accelerator
+    from safetensors.torch import load_file
+
+    from unix_core.training.train_lm import SNAPSHOT_DIR, TrainConfig, train_lm
+
+    seqs = build_mix(builder, fake_encoder, MixConfig(text_to_image=4, caption=1, vqa=1, edit=2, fewshot=0, text=1))
+    model = tiny_unix_factory(builder)
+    # a constant learning rate, so a run of k steps walks the first k steps of a longer one
+    config = TrainConfig(steps=4, max_tokens=600, lr=1e-2, warmup_steps=1, min_lr_ratio=1.0, log_every=1,
+                         checkpoint_every=100)
+    kwargs = dict(accelerator=Accelerator(cpu=True), pad_id=builder.eos_id)
+    shorter = {}
+    for k in (2, 3, 4):
+        m = model()
+        train_lm(m, seqs, dataclasses.replace(config, steps=k), work_dir=tmp_path / f"plain{k}", **kwargs)
+        shorter[k] = {n: p.detach().clone() for n, p in m.named_parameters()}
+    m = model()
+    train_lm(m, seqs, config, work_dir=tmp_path / "a", snapshot_steps=(2, 3), **kwargs)
+    assert sorted(p.name for p in (tmp_path / "a" / SNAPSHOT_DIR).iterdir()) == ["step2.safetensors",
+                                                                                 "step3.safetensors"]
+    for k in (2, 3):
+        snap = load_file(str(tmp_path / "a" / SNAPSHOT_DIR / f"step{k}.safetensors"))
+        assert "model.embed_tokens.weight" in snap
+        assert all(torch.equal(v, shorter[k][n]) for n, v in snap.items())
+    assert all(torch.equal(p, shorter[4][n]) for n, p in m.named_parameters())  # the run itself is unchanged
+    assert not torch.equal(shorter[2]["model.norm.weight"], shorter[3]["model.norm.weight"])
+    for bad in ((0,), (5,), (2.5,)):
+        with pytest.raises(ValueError, match="snapshot_steps"):
+            train_lm(model(), seqs, config, work_dir=tmp_path / "bad", snapshot_steps=bad, **kwargs)
+
+
 def test_weighted_loss_is_a_weighted_mean_over_trained_positions():
     from unix_core.training.train_lm import weighted_lm_loss
 
@@ -759,7 +803,7 @@ def test_weighted_loss_is_a_weighted_mean_over_trained_positions():
     assert torch.allclose(weighted_lm_loss(logits, labels, rows), expected)
 
 
-def test_train_script_parses_mix_counts_and_rejects_bad_ones():
+def test_train_script_parses_mix_counts_and_rejects_bad_ones(capsys):
     import argparse
     import importlib.util
     from pathlib import Path
@@ -772,3 +816,10 @@ def test_train_script_parses_mix_counts_and_rejects_bad_ones():
     for bad in ("edit", "edit=0", "edit=-3", "edit=2.5", "paint=10"):
         with pytest.raises(argparse.ArgumentTypeError, match="TASK=COUNT"):
             module.parse_mix_count(bad)
+    assert module.parse_steps("16600,5600,11000,5600") == (5600, 11000, 16600)
+    for bad in ("", "0", "5600,", "1e4", "-3", "2.5"):
+        with pytest.raises(argparse.ArgumentTypeError, match="--snapshot-steps"):
+            module.parse_steps(bad)
+    with pytest.raises(SystemExit):  # past the plan's stage-2 steps: refused before anything trains
+        module.main(["--out", "/nonexistent/never-made", "--stage2-steps", "10", "--snapshot-steps", "11"])
+    assert "goes past stage 2's 10 steps" in capsys.readouterr().err

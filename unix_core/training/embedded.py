@@ -28,6 +28,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -393,7 +394,8 @@ def stage_text_lm(plan: EmbeddedPlan, work: Path, art: Artifacts, make_accelerat
     return Qwen3ForCausalLM.from_pretrained(str(final), dtype=torch.float32)
 
 
-def stage_unix(plan: EmbeddedPlan, work: Path, art: Artifacts, text_lm, make_accelerator, time_limit_s=None):
+def stage_unix(plan: EmbeddedPlan, work: Path, art: Artifacts, text_lm, make_accelerator, time_limit_s=None,
+               snapshot_steps=()):
     from unix_core.convert import convert_qwen_to_unix
 
     folder = work / "stage2"
@@ -408,7 +410,7 @@ def stage_unix(plan: EmbeddedPlan, work: Path, art: Artifacts, text_lm, make_acc
     first = model.config.real_text_vocab_size
     log = train_lm(model, art.train, plan.stage2, work_dir=folder, accelerator=make_accelerator(),
                    pad_id=art.tokenizer.pad_token_id, eval_sequences=art.heldout, time_limit_s=time_limit_s,
-                   image_codes=(first, first + art.vq.codebook_size))
+                   image_codes=(first, first + art.vq.codebook_size), snapshot_steps=snapshot_steps)
     return model.to("cpu").eval(), log
 
 
@@ -460,8 +462,12 @@ def export_checkpoint(model, tokenizer, vq, folder: str | Path, extra: dict | No
     return folder
 
 
-def run_plan(plan: EmbeddedPlan, out: str | Path, *, make_accelerator, time_limit_s: float | None = None) -> Path:
-    """Run (or resume) every stage of ``plan`` under ``out``; returns the checkpoint folder."""
+def run_plan(plan: EmbeddedPlan, out: str | Path, *, make_accelerator, time_limit_s: float | None = None,
+             snapshot_steps: Sequence[int] = ()) -> Path:
+    """Run (or resume) every stage of ``plan`` under ``out``; returns the checkpoint folder.
+
+    ``snapshot_steps``: stage-2 steps after which to keep the weights in ``work/stage2/snapshots`` (they do not
+    change the run; score one with ``evaluate_embedded.py CHECKPOINT --weights SNAPSHOT``)."""
     out = Path(out)
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
@@ -485,7 +491,7 @@ def run_plan(plan: EmbeddedPlan, out: str | Path, *, make_accelerator, time_limi
     timings["data_s"] = time.perf_counter() - started - sum(timings.values())
     text_lm = stage_text_lm(plan, work, art, make_accelerator)
     timings["stage1_s"] = time.perf_counter() - started - sum(timings.values())
-    model, log = stage_unix(plan, work, art, text_lm, make_accelerator, time_limit_s)
+    model, log = stage_unix(plan, work, art, text_lm, make_accelerator, time_limit_s, snapshot_steps)
     timings["stage2_s"] = time.perf_counter() - started - sum(timings.values())
     if log.step < plan.stage2.steps:
         logger.warning("stage 2 stopped at step %d of %d (time limit); resume to finish", log.step, plan.stage2.steps)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -257,34 +258,49 @@ class Evaluator:
         return out
 
 
-def load_checkpoint(folder, device: str | torch.device = "cpu"):
-    """(model, text tokenizer, image tokenizer) from a checkpoint folder written by the training script."""
+def load_checkpoint(folder, device: str | torch.device = "cpu", weights=None):
+    """(model, text tokenizer, image tokenizer) from a checkpoint folder written by the training script.
+
+    ``weights``: a safetensors file with the same keys as the folder's ``model.safetensors`` (a stage-2
+    snapshot of the same run) to use instead of the folder's weights."""
     from transformers import AutoTokenizer
 
     from unix_core.model import UniXForCausalLM
     from unix_core.vq import VQImageTokenizer
 
-    model = UniXForCausalLM.from_pretrained(str(folder), dtype=torch.float32).to(device).eval()
+    model = UniXForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    if weights is not None:
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        with safe_open(str(Path(folder) / "model.safetensors"), "pt") as f:
+            expected = set(f.keys())
+        state = load_file(str(weights))
+        if set(state) != expected:
+            raise ValueError(f"{weights} does not hold the weights of {folder}'s model: missing "
+                             f"{sorted(expected - set(state))[:5]}, unexpected {sorted(set(state) - expected)[:5]}")
+        model.load_state_dict(state, strict=False)  # the tied LM head is not in either file
+    model = model.to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     resolve_separator(model.config, tokenizer)
     return model, tokenizer, VQImageTokenizer.from_pretrained(folder, device=device)
 
 
 def evaluate_folder(folder, n: int, *, split: str = "heldout", tasks=EVAL_TASKS, seed: int = 0,
-                    device: str | torch.device = "cpu",
-                    image_sampling: dict[str, dict] | None = None) -> dict[str, TaskScore]:
+                    device: str | torch.device = "cpu", image_sampling: dict[str, dict] | None = None,
+                    weights=None) -> dict[str, TaskScore]:
     """Scores with the sampling defaults the pipeline would use for ``folder`` (its ``prompt_templates.json``
-    over the SHAPES built-ins), overridden by ``image_sampling``."""
-    evaluator = folder_evaluator(folder, seed=seed, device=device, image_sampling=image_sampling)
+    over the SHAPES built-ins), overridden by ``image_sampling``; ``weights`` as in :func:`load_checkpoint`."""
+    evaluator = folder_evaluator(folder, seed=seed, device=device, image_sampling=image_sampling, weights=weights)
     return evaluator.run(n, split=split, tasks=tasks)
 
 
 def folder_evaluator(folder, *, seed: int = 0, device: str | torch.device = "cpu",
-                     image_sampling: dict[str, dict] | None = None) -> Evaluator:
+                     image_sampling: dict[str, dict] | None = None, weights=None) -> Evaluator:
     """An :class:`Evaluator` for a checkpoint folder, sampling images with the folder's defaults."""
     from unix_core.templates import load_templates
 
-    model, tokenizer, vq = load_checkpoint(folder, device)
+    model, tokenizer, vq = load_checkpoint(folder, device, weights=weights)
     templates = load_templates(folder, default_family="shapes")
     return Evaluator(model, tokenizer, vq, seed=seed, templates=templates, image_sampling=image_sampling)
 

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 STATE_DIR = "state"
 TRAINER_STATE = "trainer_state.json"
 EMA_FILE = "ema.pt"  # the weight average beside the accelerate state
+SNAPSHOT_DIR = "snapshots"  # train_lm(snapshot_steps=...): work_dir/snapshots/step{N}.safetensors
 
 
 @dataclass(frozen=True)
@@ -243,6 +244,7 @@ def train_lm(
     eval_sequences: Sequence[TrainingSequence] = (),
     time_limit_s: float | None = None,
     image_codes: tuple[int, int] | None = None,
+    snapshot_steps: Sequence[int] = (),
 ) -> TrainLog:
     """Train ``model`` (any causal LM taking input_ids/attention_mask/labels) on ``sequences``.
 
@@ -250,9 +252,15 @@ def train_lm(
     ``config.image_noise`` act on; they need it. Held-out losses stay plain (unweighted, clean inputs).
 
     Resumes from ``work_dir/state`` when it exists. ``time_limit_s`` (a guard for probes; it makes the run's
-    length machine-dependent) stops early after checkpointing. Returns the log; the trained model is
-    ``accelerator.unwrap_model(model)`` (the object passed in, on CPU).
+    length machine-dependent) stops early after checkpointing. ``snapshot_steps`` keeps a copy of the weights
+    after each of those steps in ``work_dir/snapshots/step{N}.safetensors`` (the keys of a checkpoint's
+    ``model.safetensors``; the state is saved at those steps too, which does not change the run), e.g. to score
+    a run's progress afterwards. Returns the log; the trained model is ``accelerator.unwrap_model(model)`` (the
+    object passed in, on CPU).
     """
+    bad = [s for s in snapshot_steps if not (isinstance(s, int) and 1 <= s <= config.steps)]
+    if bad:
+        raise ValueError(f"snapshot_steps must be whole steps from 1 to {config.steps}, got {bad}")
     if config.uses_image_options and image_codes is None:
         raise ValueError("change_weight / edit_change_weight / edit_keep_weight / image_noise need the image-code id "
                          "range (image_codes)")
@@ -324,8 +332,12 @@ def train_lm(
             log.eval_loss.append((log.step, losses))
             logger.info("step %d held-out loss %s", log.step, {k: round(v, 4) for k, v in losses.items()})
         out_of_time = time_limit_s is not None and log.elapsed_s > time_limit_s
-        if log.step % config.checkpoint_every == 0 or log.step == config.steps or out_of_time:
+        snapshot = log.step in snapshot_steps
+        if log.step % config.checkpoint_every == 0 or log.step == config.steps or out_of_time or snapshot:
             save_training_state(accelerator, log, state_dir, ema)
+        if snapshot:  # the last step's weights (not the average), as saved in the state
+            (work_dir / SNAPSHOT_DIR).mkdir(exist_ok=True)
+            shutil.copyfile(state_dir / "model.safetensors", work_dir / SNAPSHOT_DIR / f"step{log.step}.safetensors")
         if out_of_time:
             logger.warning("time limit reached at step %d of %d", log.step, config.steps)
             break
