@@ -335,9 +335,11 @@ def train_lm(
         snapshot = log.step in snapshot_steps
         if log.step % config.checkpoint_every == 0 or log.step == config.steps or out_of_time or snapshot:
             save_training_state(accelerator, log, state_dir, ema)
-        if snapshot:  # the last step's weights (not the average), as saved in the state
-            (work_dir / SNAPSHOT_DIR).mkdir(exist_ok=True)
-            shutil.copyfile(state_dir / "model.safetensors", work_dir / SNAPSHOT_DIR / f"step{log.step}.safetensors")
+        if snapshot:  # the last step's weights (not the average), as saved in the state; whole or absent
+            target = work_dir / SNAPSHOT_DIR / f"step{log.step}.safetensors"
+            target.parent.mkdir(exist_ok=True)
+            shutil.copyfile(state_dir / "model.safetensors", target.with_suffix(".tmp"))
+            target.with_suffix(".tmp").replace(target)
         if out_of_time:
             logger.warning("time limit reached at step %d of %d", log.step, config.steps)
             break
