@@ -279,7 +279,7 @@ def load_checkpoint(folder, device: str | torch.device = "cpu", weights=None):
         if set(state) != expected:
             raise ValueError(f"{weights} does not hold the weights of {folder}'s model: missing "
                              f"{sorted(expected - set(state))[:5]}, unexpected {sorted(set(state) - expected)[:5]}")
-        model.load_state_dict(state, strict=False)  # the tied LM head is not in either file
+        model.load_state_dict(state, strict=False)  # a tied LM head is in neither file; the keys are checked above
     model = model.to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     resolve_separator(model.config, tokenizer)
