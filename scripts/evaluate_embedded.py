@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     sampling = sampling_record(evaluator.image_sampling)
     print("image sampling: " + "; ".join(f"{entry} {config}" for entry, config in sampling.items()))
     if args.json:
-        out = {k: {"correct": v.correct, "total": v.total, "score": v.score, "failures": v.failures, "by_kind": v.by_kind}
+        out = {k: {"correct": v.correct, "total": v.total, "score": v.score, "failures": v.failures, "by_kind": v.by_kind,
+                   **({"plans": v.plans} if v.plans else {})}
                for k, v in scores.items()}
         out["settings"] = {"n": args.n, "split": args.split, "seed": args.seed, "image_sampling": sampling,
                            **({"weights": str(args.weights)} if args.weights else {})}

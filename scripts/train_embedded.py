@@ -104,8 +104,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="training samples of one task in the stage-2 mix, e.g. edit=7875 (repeatable; "
                         "default: the budget's mix)")
     parser.add_argument("--layout", choices=list(SHAPES_LAYOUTS), default=None,
-                        help="prompt layout of VQA and edit: the image first (default, as the official templates) or "
-                             "the question / instruction first")
+                        help="prompt layout of VQA and edit: the image first (default, as the official templates), "
+                             "the question / instruction first, or that with edits that first write the edited "
+                             "scene's caption, then draw it (query-first-plan)")
     parser.add_argument("--plan", type=Path, default=None, help="a plan.json to use instead of the budget plan")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 on a shared machine)")
     parser.add_argument("--cpu", action="store_true", help="stay on the CPU even when a GPU is present")

@@ -77,6 +77,12 @@ def tile(images: list[Image.Image], scale: int = 1) -> Image.Image:
 
 
 def image_status(event: ImageStreamEvent) -> str:
+    """One status line; an edit's written plan (checkpoints that write the edited scene first) leads it."""
+    plan = "" if event.plan is None else f"Plan: “{event.plan}” · "
+    return plan + _image_progress(event)
+
+
+def _image_progress(event: ImageStreamEvent) -> str:
     rows = event.grids.shape[0]
     rate = event.step * rows / max(event.elapsed, 1e-9)
     if event.done:

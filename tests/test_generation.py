@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.helpers import random_model
-from unix_core.generation import generate_image_stream, generate_text_stream
+from unix_core.generation import generate_image_stream, generate_text_stream, write_plans
 from unix_core.sampling import SamplingConfig, filter_top_k, filter_top_p, guide
 
 
@@ -156,3 +156,23 @@ def test_generation_trips_no_transformers_deprecation_warning(model, monkeypatch
     list(generate_text_stream(model, [[3, 17, 42]], max_new_tokens=3, end_ids={0}))
     model(torch.tensor([[3, 17, 42]]), use_cache=True)
     assert not [m for m in said if "deprecated" in m], said
+
+
+def test_plans_are_the_greedy_text_up_to_the_first_vision_start(model):
+    """write_plans stops each row at its first <|vision_start|> (here: a token the greedy text is known to
+    write), and appends it to a row that did not write it within the limit."""
+    prompts = [[3, 17, 42, 8], [5, 9]]
+    greedy = [[], []]
+    for event in generate_text_stream(model, prompts, max_new_tokens=6, end_ids=set(),
+                                      sampling=SamplingConfig(temperature=0.0)):
+        for row in range(2):
+            greedy[row].append(int(event.token_ids[row]))
+    stop = greedy[0][2]
+    plans = write_plans(model, prompts, vision_start_id=stop, max_new_tokens=6)
+    assert plans[0] == greedy[0][: greedy[0].index(stop) + 1]
+    if stop in greedy[1]:
+        assert plans[1] == greedy[1][: greedy[1].index(stop) + 1]
+    else:
+        assert plans[1] == greedy[1] + [stop]
+    banned = write_plans(model, prompts, vision_start_id=stop, banned_ids={greedy[0][0]}, max_new_tokens=6)
+    assert greedy[0][0] not in banned[0][:-1]

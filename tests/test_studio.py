@@ -449,3 +449,17 @@ def test_image_status_keeps_self_check_scores_readable_near_zero():
     )
     text = streaming.image_status(event)
     assert "kept #2 of 3 (prompt log-prob -0.00042; candidates -2.5 to -0.00042)" in text, text
+
+
+def test_image_status_leads_with_an_edits_written_plan():
+    """Checkpoints that write the edited scene before drawing it show that plan while drawing and when done."""
+    from unix_core.pipeline import ImageStreamEvent
+
+    grids = torch.zeros(1, 9, 9, dtype=torch.long)
+    drawing = ImageStreamEvent(step=9, total=81, elapsed=0.1, seed=1, grids=grids, mosaics=[], plan="a red circle")
+    done = ImageStreamEvent(step=81, total=81, elapsed=1.0, seed=1, grids=grids, mosaics=[], images=[],
+                            plan="a red circle")
+    assert streaming.image_status(drawing).startswith("Plan: “a red circle” · Generating: code 9/81")
+    assert streaming.image_status(done).startswith("Plan: “a red circle” · Done: 81 codes")
+    no_plan = ImageStreamEvent(step=9, total=81, elapsed=0.1, seed=1, grids=grids, mosaics=[])
+    assert streaming.image_status(no_plan).startswith("Generating:")

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from unix_core.prompting import PromptBuilder
-from unix_core.templates import SHAPES, load_templates
+from unix_core.templates import SHAPES, SHAPES_LAYOUTS, load_templates
 from unix_core.training.data import (
     IGNORE,
     BatchSchedule,
@@ -137,6 +137,33 @@ def test_caption_vqa_edit_text_layouts(builder, tokenizer):
     text = builder.text("is there a square? yes")
     assert text.input_ids == encode(tokenizer, "is there a square? yes") + [builder.eos_id]
     check_labels(text, 0)
+
+
+def test_planned_edits_write_the_target_caption_then_draw(tokenizer):
+    """query-first-plan: the edit prompt ends at ``result:``; the caption of the target, <|vision_start|> and
+    the target codes are all trained; the unconditional form stays as it was (no plan)."""
+    templates = SHAPES.with_overrides(SHAPES_LAYOUTS["query-first-plan"])
+    builder = SequenceBuilder(tokenizer, templates=templates)
+    e = next(edit_samples(1, seed=3))
+    source, target = fake_codes(2), fake_codes(4)
+    seq = builder.edit(source, e.instruction, target, e.target.caption())
+    head = builder.prompts.render(templates.edit_plan, {"instruction": e.instruction}, [source]).ids
+    first = head.index(builder.vision_start_id)
+    assert head[first : first + 66] == image(builder, source)
+    assert tokenizer.decode(head[:first]).strip() == f"edit: {e.instruction}"
+    assert tokenizer.decode(head[first + 66 :]) == "result:"
+    plan = encode(tokenizer, " " + e.target.caption()) + [builder.vision_start_id]
+    assert seq.input_ids == head + plan + image(builder, target)[1:] + [builder.eos_id]
+    check_labels(seq, len(head))
+    uncond = builder.edit(source, None, target, e.target.caption())
+    bare = builder.prompts.render(templates.edit_unconditional, {}, [source]).ids
+    assert bare[-1] == builder.vision_start_id
+    assert uncond.input_ids == bare + image(builder, target)[1:] + [builder.eos_id]
+    with pytest.raises(ValueError, match="target's caption"):
+        builder.edit(source, e.instruction, target)
+    for bad in ("edit: {instruction}<image><|vision_start|>", "edit:<image>result:", "edit: {instruction} result:"):
+        with pytest.raises(ValueError, match="edit_plan"):
+            SHAPES.with_overrides({"edit_plan": bad})
 
 
 @pytest.mark.parametrize("train_examples", [True, False])
@@ -408,6 +435,45 @@ def test_query_first_layout_is_trained_shipped_served_and_evaluated(tmp_path):
     assert evaluator.run(2, tasks=("vqa",))["vqa"].total == 2
     # the data depend on the layout, so an image-first plan reuses only what comes before them
     assert "data" not in copy_reusable_stages(tiny_plan(), tmp_path / "q", tmp_path / "i")
+
+
+def test_plan_layout_is_trained_served_with_its_plan_and_evaluated(tmp_path):
+    """query-first-plan end to end: the edits of the training data carry a trained plan, the pipeline writes a
+    plan before drawing (on every event, and in the sequence the routing view traces), the evaluator scores
+    edits the same way, and the checkpoint's templates name the layout."""
+    from accelerate import Accelerator
+    from PIL import Image
+
+    from unix_core import UniXPipeline
+    from unix_core.training.data import load_sequences
+    from unix_core.training.embedded import run_plan
+    from unix_core.training.evaluate import folder_evaluator
+
+    folder = run_plan(tiny_plan().replace(layout="query-first-plan"), tmp_path / "p",
+                      make_accelerator=lambda: Accelerator(cpu=True))
+    pipe = UniXPipeline.from_pretrained(folder)
+    assert pipe.templates.edit_plan == "edit: {instruction}<image>result:"
+    start = pipe.model.config.vision_start_id
+    planned = [s for s in load_sequences(tmp_path / "p" / "work" / "data" / "train.safetensors")
+               if s.task == "edit" and pipe.tokenizer.decode(s.input_ids).count("result:")]
+    assert planned
+    for seq in planned:
+        second_start = [i for i, t in enumerate(seq.input_ids) if t == start][1]
+        assert seq.labels[second_start] == start and seq.labels[second_start - 1] != IGNORE
+    events = list(pipe.edit_stream(Image.new("RGB", (64, 64), "white"), "make the circle blue", seed=1,
+                                   preview_every_rows=0))
+    assert all(isinstance(e.plan, str) for e in events) and events[-1].images
+    prompt = pipe._render(pipe.templates.edit_plan, {"instruction": "make the circle blue"},
+                          [pipe._encode_image("image", Image.new("RGB", (64, 64), "white"))]).ids
+    sequence = events[-1].sequence_ids
+    assert sequence[: len(prompt)] == prompt
+    plan = sequence[len(prompt) : sequence.index(start, len(prompt)) + 1]
+    assert pipe.tokenizer.decode(plan[:-1], skip_special_tokens=True).strip() == events[-1].plan
+    assert len(plan) <= pipe.templates.defaults["text"]["max_new_tokens"] + 1
+    edit = folder_evaluator(folder).run(2, tasks=("edit",))["edit"]
+    assert edit.total == 2 and sum(n for _, n in edit.plans.values()) == 2
+    assert sum(c for c, _ in edit.plans.values()) == edit.correct == sum(edit.accepted)
+    assert all("plan" in f for f in edit.failures)
 
 
 class _PatchColourTokenizer:

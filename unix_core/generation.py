@@ -113,6 +113,29 @@ def generate_text_stream(
         hidden, cache = _step(model, token[:, None], mask, cache)
 
 
+def write_plans(
+    model: UniXForCausalLM,
+    prompts: list[list[int]],
+    *,
+    vision_start_id: int,
+    banned_ids: set[int] = frozenset(),
+    max_new_tokens: int = 64,
+    pad_id: int = 0,
+) -> list[list[int]]:
+    """Greedy text after each prompt until ``<|vision_start|>``: the plan a model writes before it draws (edits
+    with an ``edit_plan`` template). Each returned row ends with ``<|vision_start|>`` (appended when the model
+    did not write it within ``max_new_tokens``), so ``prompt + plan`` is a prompt for
+    :func:`generate_image_stream`. ``banned_ids`` (e.g. end-of-text) are never written."""
+    rows: list[list[int]] = [[] for _ in prompts]
+    for event in generate_text_stream(model, prompts, max_new_tokens=max_new_tokens, end_ids={vision_start_id},
+                                      banned_ids=set(banned_ids) - {vision_start_id},
+                                      sampling=SamplingConfig(temperature=0.0), pad_id=pad_id):
+        for row, out in enumerate(rows):
+            if not out or out[-1] != vision_start_id:
+                out.append(int(event.token_ids[row]))
+    return [out if out and out[-1] == vision_start_id else out + [vision_start_id] for out in rows]
+
+
 @torch.inference_mode()
 def generate_image_stream(
     model: UniXForCausalLM,

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from .config import resolve_separator
-from .generation import generate_image_stream, generate_text_stream
+from .generation import generate_image_stream, generate_text_stream, write_plans
 from .model import UniXForCausalLM
 from .prompting import PromptBuilder, RenderedPrompt, Segment
 from .routing import RoutingTrace, trace_routing
@@ -69,6 +69,7 @@ class ImageStreamEvent:
     candidates: int = 1
     chosen: list[int] | None = None
     scores: list[list[float]] | None = None
+    plan: str | None = None  # edits with a written plan: the edited scene the model wrote before drawing
 
     @property
     def progress(self) -> float:
@@ -365,15 +366,26 @@ class UniXPipeline:
         cfg_window: tuple[float, float] | None = None,
         preview_every_rows: int | None = None,
     ) -> Iterator[ImageStreamEvent]:
+        """With an ``edit_plan`` template the model first writes the edited scene as text (greedy; every event's
+        ``plan``), then draws it."""
         instruction = self._check_text("instruction", instruction)
         codes = self._encode_image("image", image)
         t = self.templates
-        rendered = self._render(t.edit, {"instruction": instruction}, [codes])
         uncond = self._render(t.edit_unconditional, {}, [codes] * t.edit_unconditional.count("<image>"))
         sampling = self._sampling(
             "edit", cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p, cfg_window=cfg_window
         )
-        return self._image_stream(rendered, uncond, sampling, seed, num_images, preview_every_rows)
+        if not t.edit_plan:
+            rendered = self._render(t.edit, {"instruction": instruction}, [codes])
+            return self._image_stream(rendered, uncond, sampling, seed, num_images, preview_every_rows)
+        rendered = self._render(t.edit_plan, {"instruction": instruction}, [codes])
+        limit = t.defaults.get("text", {}).get("max_new_tokens", 64)
+        self._check_context(len(rendered.ids), limit, "the edit prompt")
+        plan = write_plans(self.model, [rendered.ids], vision_start_id=self.vision_start_id,
+                           banned_ids=self.end_ids | {self.vision_end_id}, max_new_tokens=limit, pad_id=self.pad_id)[0]
+        text = self.tokenizer.decode(plan[:-1], skip_special_tokens=True).strip()
+        rendered = RenderedPrompt(rendered.ids + plan, rendered.segments)
+        return _with_plan(self._image_stream(rendered, uncond, sampling, seed, num_images, preview_every_rows), text)
 
     def _image_stream(
         self,
@@ -626,3 +638,13 @@ def _last(stream):
     for event in stream:
         pass
     return event
+
+
+def _with_plan(stream: Iterator[ImageStreamEvent], plan: str) -> Iterator[ImageStreamEvent]:
+    """``stream``'s events, each carrying the edit's written ``plan``; closing it closes ``stream``."""
+    try:
+        for event in stream:
+            event.plan = plan
+            yield event
+    finally:
+        stream.close()

@@ -33,6 +33,9 @@ class PromptTemplates:
     edit_unconditional: str
     few_shot_example: str
     few_shot_query: str
+    # Optional: edit with a written plan. The prompt up to where the model writes the edited scene as text; the
+    # model's text ends with <|vision_start|> and the image codes follow (empty: the model draws at once, `edit`).
+    edit_plan: str = ""
     end_tokens: tuple[str, ...] = ()
     image_size: int | None = None  # pixels; None: the image tokenizer's own resolution
     defaults: dict[str, Any] = field(default_factory=dict)  # default sampling settings per entry point
@@ -45,6 +48,10 @@ class PromptTemplates:
         for name in ("text_to_image", "edit"):
             if not getattr(self, name).endswith("<|vision_start|>"):
                 raise ValueError(f"prompt template {name!r} must end with <|vision_start|> (the image follows)")
+        if self.edit_plan and (self.edit_plan.endswith("<|vision_start|>") or "{instruction}" not in self.edit_plan
+                               or self.edit_plan.count(IMAGE_PLACEHOLDER) != 1):
+            raise ValueError("prompt template 'edit_plan' must hold {instruction} and one <image> and end where the "
+                             "model writes its plan (not with <|vision_start|>)")
 
     def with_overrides(self, overrides: dict[str, Any]) -> "PromptTemplates":
         known = {f.name for f in fields(self)}
@@ -118,14 +125,17 @@ FAMILIES = {t.family: t for t in (UNI_X, SHAPES)}
 
 # Prompt layouts the embedded model can be trained with (``train_embedded.py --layout``), as overrides over
 # SHAPES written into its checkpoint's prompt_templates.json: "image-first" as the official Uni-X templates
-# (image, then the question or instruction); "query-first" puts the question or instruction before the image.
+# (image, then the question or instruction); "query-first" puts the question or instruction before the image;
+# "query-first-plan" is query-first with edits that first write the edited scene's caption, then draw it.
+_QUERY_FIRST = {
+    "answer": "question: {question}<image>answer:",
+    "edit": "edit: {instruction}<image><|vision_start|>",
+    "edit_unconditional": "edit:<image><|vision_start|>",
+}
 SHAPES_LAYOUTS: dict[str, dict[str, str]] = {
     "image-first": {},
-    "query-first": {
-        "answer": "question: {question}<image>answer:",
-        "edit": "edit: {instruction}<image><|vision_start|>",
-        "edit_unconditional": "edit:<image><|vision_start|>",
-    },
+    "query-first": _QUERY_FIRST,
+    "query-first-plan": {**_QUERY_FIRST, "edit_plan": "edit: {instruction}<image>result:"},
 }
 
 

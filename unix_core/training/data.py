@@ -9,6 +9,8 @@ exactly as the pipeline renders them at inference, so train and test token ids a
     VQA             <image>question: {q} answer:        + " {answer}<|endoftext|>"
     edit            <image>edit: {instruction}<|vision_start|> (or <image>edit:<|vision_start|>)
                                                         + target codes <|vision_end|><|endoftext|>
+    edit, planned   edit: {instruction}<image>result:   + " {target caption}<|vision_start|>" + target codes
+                    (layouts with ``edit_plan``)          <|vision_end|><|endoftext|>
     few-shot        (<image>{text}<|endoftext|>) * k, <image>  + "{answer}<|endoftext|>"
     text            "{line}<|endoftext|>"
 
@@ -111,10 +113,18 @@ class SequenceBuilder:
         ids = self.prompts.render(self.templates.answer, {"question": question}, [codes]).ids
         return self._join(ids, self._text(" " + answer) + [self.eos_id], "vqa")
 
-    def edit(self, source: torch.Tensor, instruction: str | None, target: torch.Tensor) -> TrainingSequence:
-        """``instruction`` None gives the edit's unconditional form (for guidance)."""
+    def edit(self, source: torch.Tensor, instruction: str | None, target: torch.Tensor,
+             target_caption: str | None = None) -> TrainingSequence:
+        """``instruction`` None gives the edit's unconditional form (for guidance). With an ``edit_plan``
+        template the model first writes ``target_caption`` (the plan, trained), then draws the target."""
         if instruction is None:
             ids = self.prompts.render(self.templates.edit_unconditional, {}, [source]).ids
+        elif self.templates.edit_plan:
+            if not target_caption:
+                raise ValueError("an edit_plan layout needs the target's caption")
+            ids = self.prompts.render(self.templates.edit_plan, {"instruction": instruction}, [source]).ids
+            plan = self._text(" " + target_caption) + [self.vision_start_id]
+            return self._join(ids, plan + self._image_completion(target), "edit")
         else:
             ids = self.prompts.render(self.templates.edit, {"instruction": instruction}, [source]).ids
         return self._join(ids, self._image_completion(target), "edit")
@@ -222,7 +232,7 @@ def build_mix(builder: SequenceBuilder, encode_scenes: SceneEncoder, mix: MixCon
     out += [builder.vqa(codes[s.scene], s.question, s.answer) for s in questions]
     for e in edits:
         instruction = None if rng.random() < mix.edit_unconditional_share else e.instruction
-        out.append(builder.edit(codes[e.source], instruction, codes[e.target]))
+        out.append(builder.edit(codes[e.source], instruction, codes[e.target], e.target.caption()))
     for ep in episodes:
         examples = [(codes[s], text) for s, text in ep.examples]
         out.append(builder.fewshot(examples, codes[ep.query], ep.answer, train_examples=mix.train_fewshot_examples))

@@ -133,8 +133,9 @@ class EmbeddedPlan:
     vis_separators: bool = False
     # Prompt layout of VQA and edit (unix_core.templates.SHAPES_LAYOUTS): "image-first" as the official Uni-X
     # templates or "query-first" (question or instruction, then the image, so that the image's tokens can
-    # read it in the shared layers). Written into the checkpoint's prompt_templates.json, so the pipeline
-    # renders what the model was trained on.
+    # read it in the shared layers), or "query-first-plan" (query-first, and an edit first writes the caption of
+    # the edited scene, trained, then draws it). Written into the checkpoint's prompt_templates.json, so the
+    # pipeline renders what the model was trained on.
     layout: str = "image-first"
 
     def __post_init__(self) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from unix_core.config import resolve_separator
-from unix_core.generation import generate_image_stream, generate_text_stream
+from unix_core.generation import generate_image_stream, generate_text_stream, write_plans
 from unix_core.sampling import SamplingConfig
 from unix_core.selfcheck import caption_scores
 from unix_core.templates import SHAPES, PromptTemplates
@@ -45,6 +45,9 @@ class TaskScore:
     total: int
     failures: list[dict] = field(default_factory=list)  # a few (input, expected, got) examples
     by_kind: dict[str, list[int]] = field(default_factory=dict)  # kind -> [correct, total]
+    # edits with a written plan: "right" / "wrong" (the plan equals the target's caption or not) -> [accepted, total]
+    plans: dict[str, list[int]] = field(default_factory=dict)
+    accepted: list[bool] = field(default_factory=list, repr=False)  # judged tasks: each sample's verdict
 
     def count(self, ok: bool, kind: str | None) -> None:
         self.correct += ok
@@ -197,16 +200,38 @@ class Evaluator:
                            inputs=[s.question for s in samples], kinds=[s.kind for s in samples])
 
     def edit(self, n: int, split: str) -> TaskScore:
-        from unix_core.world import edit_samples
+        from unix_core.world import caption_match, edit_samples
 
         samples = list(edit_samples(n, seed=self.seed, split=split))
         sources = self._codes([s.source for s in samples])
-        prompts = [self._render(self.templates.edit, {"instruction": s.instruction}, [c]) for s, c in zip(samples, sources)]
+        if self.templates.edit_plan:  # the model writes the edited scene first, then draws it (as the pipeline)
+            prompts = [self._render(self.templates.edit_plan, {"instruction": s.instruction}, [c])
+                       for s, c in zip(samples, sources)]
+            limit = self.templates.defaults.get("text", {}).get("max_new_tokens", 64)
+            plans = [plan for start in range(0, len(prompts), self.batch_size)
+                     for plan in write_plans(self.model, prompts[start : start + self.batch_size],
+                                             vision_start_id=self.builder.vision_start_id,
+                                             banned_ids=self.banned | {self.eos}, max_new_tokens=limit, pad_id=self.eos)]
+            prompts = [p + plan for p, plan in zip(prompts, plans)]
+            plans = [self.tokenizer.decode(plan[:-1], skip_special_tokens=True).strip() for plan in plans]
+        else:
+            plans = None
+            prompts = [self._render(self.templates.edit, {"instruction": s.instruction}, [c])
+                       for s, c in zip(samples, sources)]
         sampling = self.image_sampling["edit"]
         uncond = [self._render(self.templates.edit_unconditional, {}, [c]) for c in sources] if sampling.uses_guidance else None
         images = self._images(prompts, uncond, sampling)
-        return self._judged("edit", images, [s.target.caption() for s in samples],
-                            [{"instruction": s.instruction} for s in samples], kinds=[s.kind for s in samples])
+        inputs = [{"instruction": s.instruction} for s in samples]
+        if plans is not None:
+            inputs = [{**given, "plan": plan} for given, plan in zip(inputs, plans)]
+        score = self._judged("edit", images, [s.target.caption() for s in samples], inputs,
+                             kinds=[s.kind for s in samples])
+        if plans is not None:
+            for s, plan, ok in zip(samples, plans, score.accepted):
+                tally = score.plans.setdefault("right" if caption_match(plan, s.target.caption()) else "wrong", [0, 0])
+                tally[0] += ok
+                tally[1] += 1
+        return score
 
     def fewshot(self, n: int, split: str) -> TaskScore:
         from unix_core.world import fewshot_episodes, fewshot_match
@@ -233,6 +258,7 @@ class Evaluator:
         for i, (image, caption, given) in enumerate(zip(images, captions, inputs)):
             verdict = judge(image, caption, partial=partial)
             score.count(verdict.ok, kinds[i] if kinds else None)
+            score.accepted.append(verdict.ok)
             if not verdict.ok and len(score.failures) < 5:
                 score.failures.append({**given, "why": verdict.reason})
         return score
@@ -313,5 +339,8 @@ def format_scores(scores: dict[str, TaskScore]) -> str:
         lines.append(f"{names.get(task, task):32s} {s.correct:4d}/{s.total:<4d} = {s.score:.3f}")
         if s.by_kind:
             lines.append("    by kind: " + ", ".join(f"{k} {c}/{n}" for k, (c, n) in sorted(s.by_kind.items())))
+        if s.plans:
+            lines.append("    accepted by written plan: " + ", ".join(
+                f"plan {k} {c}/{n}" for k, (c, n) in sorted(s.plans.items())))
         lines += [f"    failure: {f}" for f in s.failures[:3]]
     return "\n".join(lines)
