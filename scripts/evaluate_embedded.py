@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
                              "train_embedded.py --snapshot-steps)")
     parser.add_argument("--sampling", type=parse_sampling, action="append", default=[],
                         help="override one image sampling default, e.g. text_to_image.cfg_scale=5 (repeatable)")
+    parser.add_argument("--oracle-plans", action="store_true",
+                        help="probe, for checkpoints whose edits write a plan: draw each edit after the target's true "
+                             "caption instead of the model's plan (measures the drawing alone)")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -70,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     for entry, key, value in args.sampling:
         overrides.setdefault(entry, {})[key] = value
     evaluator = folder_evaluator(args.checkpoint, seed=args.seed, device=args.device, image_sampling=overrides,
-                                 weights=args.weights)
+                                 weights=args.weights, oracle_plans=args.oracle_plans)
     scores = evaluator.run(args.n, split=args.split, tasks=args.tasks.split(","))
     print(format_scores(scores))
     sampling = sampling_record(evaluator.image_sampling)
@@ -80,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                    **({"plans": v.plans} if v.plans else {})}
                for k, v in scores.items()}
         out["settings"] = {"n": args.n, "split": args.split, "seed": args.seed, "image_sampling": sampling,
-                           **({"weights": str(args.weights)} if args.weights else {})}
+                           **({"weights": str(args.weights)} if args.weights else {}),
+                           **({"oracle_plans": True} if args.oracle_plans else {})}
         args.json.write_text(json.dumps(out, indent=1))
     return 0
 

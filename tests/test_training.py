@@ -474,6 +474,12 @@ def test_plan_layout_is_trained_served_with_its_plan_and_evaluated(tmp_path):
     assert edit.total == 2 and sum(n for _, n in edit.plans.values()) == 2
     assert sum(c for c, _ in edit.plans.values()) == edit.correct == sum(edit.accepted)
     assert all("plan" in f for f in edit.failures)
+    oracle = folder_evaluator(folder, oracle_plans=True).run(2, tasks=("edit",))["edit"]
+    assert oracle.plans == {"right": [oracle.correct, 2]}
+    plain = shutil.copytree(folder, tmp_path / "plain")
+    (plain / "prompt_templates.json").write_text(json.dumps({"family": "shapes", **SHAPES_LAYOUTS["query-first"]}))
+    with pytest.raises(ValueError, match="edit_plan"):
+        folder_evaluator(plain, oracle_plans=True)
 
 
 class _PatchColourTokenizer:

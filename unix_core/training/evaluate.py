@@ -99,9 +99,13 @@ class Evaluator:
     """Scores a Uni-X model with its text and image tokenizers on world samples of one split."""
 
     def __init__(self, model, tokenizer, vq, *, batch_size: int = 16, seed: int = 0,
-                 image_sampling: dict[str, dict] | None = None, templates: PromptTemplates | None = None) -> None:
+                 image_sampling: dict[str, dict] | None = None, templates: PromptTemplates | None = None,
+                 oracle_plans: bool = False) -> None:
         """``templates``: the checkpoint's prompt layouts and sampling defaults (the SHAPES built-ins when None);
-        ``image_sampling`` overrides the defaults per entry ("text_to_image", "edit"), for tuning."""
+        ``image_sampling`` overrides the defaults per entry ("text_to_image", "edit"), for tuning.
+        ``oracle_plans`` (a probe, layouts with ``edit_plan``): edits draw after the target's true caption
+        instead of the plan the model writes, which measures the drawing alone."""
+        self.oracle_plans = oracle_plans
         self.model = model.eval()
         self.templates = SHAPES if templates is None else templates
         self.image_sampling = resolve_image_sampling(self.templates.defaults, image_sampling)
@@ -208,10 +212,15 @@ class Evaluator:
             prompts = [self._render(self.templates.edit_plan, {"instruction": s.instruction}, [c])
                        for s, c in zip(samples, sources)]
             limit = self.templates.defaults.get("text", {}).get("max_new_tokens", 64)
-            plans = [plan for start in range(0, len(prompts), self.batch_size)
-                     for plan in write_plans(self.model, prompts[start : start + self.batch_size],
-                                             vision_start_id=self.builder.vision_start_id,
-                                             banned_ids=self.banned | {self.eos}, max_new_tokens=limit, pad_id=self.eos)]
+            if self.oracle_plans:
+                plans = [self.builder.prompts.text_ids(" " + s.target.caption(), user=True)
+                         + [self.builder.vision_start_id] for s in samples]
+            else:
+                plans = [plan for start in range(0, len(prompts), self.batch_size)
+                         for plan in write_plans(self.model, prompts[start : start + self.batch_size],
+                                                 vision_start_id=self.builder.vision_start_id,
+                                                 banned_ids=self.banned | {self.eos}, max_new_tokens=limit,
+                                                 pad_id=self.eos)]
             prompts = [p + plan for p, plan in zip(prompts, plans)]
             plans = [self.tokenizer.decode(plan[:-1], skip_special_tokens=True).strip() for plan in plans]
         else:
@@ -322,13 +331,16 @@ def evaluate_folder(folder, n: int, *, split: str = "heldout", tasks=EVAL_TASKS,
 
 
 def folder_evaluator(folder, *, seed: int = 0, device: str | torch.device = "cpu",
-                     image_sampling: dict[str, dict] | None = None, weights=None) -> Evaluator:
+                     image_sampling: dict[str, dict] | None = None, weights=None, oracle_plans: bool = False) -> Evaluator:
     """An :class:`Evaluator` for a checkpoint folder, sampling images with the folder's defaults."""
     from unix_core.templates import load_templates
 
     model, tokenizer, vq = load_checkpoint(folder, device, weights=weights)
     templates = load_templates(folder, default_family="shapes")
-    return Evaluator(model, tokenizer, vq, seed=seed, templates=templates, image_sampling=image_sampling)
+    if oracle_plans and not templates.edit_plan:
+        raise ValueError(f"oracle_plans needs a checkpoint whose edits write a plan (edit_plan); {folder} has none")
+    return Evaluator(model, tokenizer, vq, seed=seed, templates=templates, image_sampling=image_sampling,
+                     oracle_plans=oracle_plans)
 
 
 def format_scores(scores: dict[str, TaskScore]) -> str:
