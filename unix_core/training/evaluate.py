@@ -211,11 +211,11 @@ class Evaluator:
         if self.templates.edit_plan:  # the model writes the edited scene first, then draws it (as the pipeline)
             prompts = [self._render(self.templates.edit_plan, {"instruction": s.instruction}, [c])
                        for s, c in zip(samples, sources)]
-            limit = self.templates.defaults.get("text", {}).get("max_new_tokens", 64)
             if self.oracle_plans:
                 plans = [self.builder.prompts.text_ids(" " + s.target.caption(), user=True)
                          + [self.builder.vision_start_id] for s in samples]
             else:
+                limit = self.templates.defaults.get("text", {}).get("max_new_tokens", 64)
                 plans = [plan for start in range(0, len(prompts), self.batch_size)
                          for plan in write_plans(self.model, prompts[start : start + self.batch_size],
                                                  vision_start_id=self.builder.vision_start_id,
