@@ -379,7 +379,7 @@ class UniXPipeline:
             rendered = self._render(t.edit, {"instruction": instruction}, [codes])
             return self._image_stream(rendered, uncond, sampling, seed, num_images, preview_every_rows)
         rendered = self._render(t.edit_plan, {"instruction": instruction}, [codes])
-        limit = t.defaults.get("text", {}).get("max_new_tokens", 64)
+        limit = t.max_text_tokens
         self._check_context(len(rendered.ids), limit, "the edit prompt")
         plan = write_plans(self.model, [rendered.ids], vision_start_id=self.vision_start_id,
                            banned_ids=self.end_ids | {self.vision_end_id}, max_new_tokens=limit, pad_id=self.pad_id)[0]
@@ -529,8 +529,7 @@ class UniXPipeline:
         top_p: float | None = None,
         max_new_tokens: int | None = None,
     ) -> Iterator[TextStreamEvent]:
-        defaults = self.templates.defaults.get("text", {})
-        max_new_tokens = max_new_tokens if max_new_tokens is not None else defaults.get("max_new_tokens", 64)
+        max_new_tokens = max_new_tokens if max_new_tokens is not None else self.templates.max_text_tokens
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
             raise ValueError(f"max_new_tokens must be an integer in [1, {MAX_NEW_TOKENS}], got {max_new_tokens!r}")
         sampling = self._sampling("text", temperature=temperature, top_k=top_k, top_p=top_p)

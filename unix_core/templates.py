@@ -53,6 +53,11 @@ class PromptTemplates:
             raise ValueError("prompt template 'edit_plan' must hold {instruction} and one <image> and end where the "
                              "model writes its plan (not with <|vision_start|>)")
 
+    @property
+    def max_text_tokens(self) -> int:
+        """How many tokens a text answer (or an edit's written plan) may take by default."""
+        return self.defaults.get("text", {}).get("max_new_tokens", 64)
+
     def with_overrides(self, overrides: dict[str, Any]) -> "PromptTemplates":
         known = {f.name for f in fields(self)}
         unknown = sorted(set(overrides) - known)

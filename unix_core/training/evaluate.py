@@ -215,12 +215,11 @@ class Evaluator:
                 plans = [self.builder.prompts.text_ids(" " + s.target.caption(), user=True)
                          + [self.builder.vision_start_id] for s in samples]
             else:
-                limit = self.templates.defaults.get("text", {}).get("max_new_tokens", 64)
                 plans = [plan for start in range(0, len(prompts), self.batch_size)
                          for plan in write_plans(self.model, prompts[start : start + self.batch_size],
                                                  vision_start_id=self.builder.vision_start_id,
-                                                 banned_ids=self.banned | {self.eos}, max_new_tokens=limit,
-                                                 pad_id=self.eos)]
+                                                 banned_ids=self.banned | {self.eos},
+                                                 max_new_tokens=self.templates.max_text_tokens, pad_id=self.eos)]
             prompts = [p + plan for p, plan in zip(prompts, plans)]
             plans = [self.tokenizer.decode(plan[:-1], skip_special_tokens=True).strip() for plan in plans]
         else:
