@@ -379,13 +379,8 @@ class UniXPipeline:
             rendered = self._render(t.edit, {"instruction": instruction}, [codes])
             return self._image_stream(rendered, uncond, sampling, seed, num_images, preview_every_rows)
         rendered = self._render(t.edit_plan, {"instruction": instruction}, [codes])
-        limit = t.max_text_tokens
-        self._check_context(len(rendered.ids), limit, "the edit prompt")
-        plan = write_plans(self.model, [rendered.ids], vision_start_id=self.vision_start_id,
-                           banned_ids=self.end_ids | {self.vision_end_id}, max_new_tokens=limit, pad_id=self.pad_id)[0]
-        text = self.tokenizer.decode(plan[:-1], skip_special_tokens=True).strip()
-        rendered = RenderedPrompt(rendered.ids + plan, rendered.segments)
-        return _with_plan(self._image_stream(rendered, uncond, sampling, seed, num_images, preview_every_rows), text)
+        return self._image_stream(rendered, uncond, sampling, seed, num_images, preview_every_rows,
+                                  plan_tokens=t.max_text_tokens)
 
     def _image_stream(
         self,
@@ -396,8 +391,11 @@ class UniXPipeline:
         num_images: int,
         preview_every_rows: int | None,
         check: str | None = None,
+        plan_tokens: int = 0,
     ) -> Iterator[ImageStreamEvent]:
-        """``check``: the prompt the self-check scores candidates against (text to image)."""
+        """``check``: the prompt the self-check scores candidates against (text to image). ``plan_tokens`` > 0:
+        the model first writes a plan of at most that many tokens after ``rendered`` (edits with an
+        ``edit_plan`` template), then draws."""
         if isinstance(num_images, bool) or not isinstance(num_images, int) or not 1 <= num_images <= MAX_IMAGES_PER_PROMPT:
             raise ValueError(f"num_images must be an integer in [1, {MAX_IMAGES_PER_PROMPT}], got {num_images!r}")
         if preview_every_rows is not None and (
@@ -409,7 +407,8 @@ class UniXPipeline:
             )
         h, w = self.grid_hw
         image_tokens = len(self.builder.code_ids(torch.zeros(h, w, dtype=torch.long)))  # codes (+ separators)
-        self._check_context(max(len(rendered.ids), len(uncond.ids)), image_tokens, "the prompt")
+        self._check_context(len(rendered.ids), plan_tokens + image_tokens, "the prompt")
+        self._check_context(len(uncond.ids), image_tokens, "the prompt")
         seed = self._seed(seed)
         if sampling.candidates > 1:
             if check is None:
@@ -417,14 +416,21 @@ class UniXPipeline:
             self._check_context(len(self._render(self.templates.caption, {}, [torch.zeros(h, w, dtype=torch.long)]).ids)
                                 + len(self.builder.text_ids(" " + check, user=True)), 0, "the self-check's caption")
         return self._run_image_stream(rendered.ids, uncond.ids, sampling, seed, num_images, preview_every_rows,
-                                      check if sampling.candidates > 1 else None)
+                                      check if sampling.candidates > 1 else None, plan_tokens)
 
-    def _run_image_stream(self, ids, uncond_ids, sampling, seed, num_images, preview_every_rows, check):
+    def _run_image_stream(self, ids, uncond_ids, sampling, seed, num_images, preview_every_rows, check, plan_tokens):
         from .vq import StreamingPreview
 
         h, w = self.grid_hw
         k = sampling.candidates if check is not None else 1
         start = time.perf_counter()
+        plan = None
+        if plan_tokens:  # greedy, once for every image; the codes follow the plan's <|vision_start|>
+            written = write_plans(self.model, [ids], vision_start_id=self.vision_start_id,
+                                  banned_ids=self.end_ids | {self.vision_end_id}, max_new_tokens=plan_tokens,
+                                  pad_id=self.pad_id)[0]
+            plan = self.tokenizer.decode(written[:-1], skip_special_tokens=True).strip()
+            ids = ids + written
         schedule = PreviewSchedule(preview_every_rows)
         previews = [StreamingPreview(self.image_tokenizer, (h, w)) for _ in range(num_images * k)]
         stream = generate_image_stream(
@@ -477,6 +483,7 @@ class UniXPipeline:
                     candidates=k,
                     chosen=chosen,
                     scores=scores,
+                    plan=plan,
                 )
         finally:
             stream.close()
@@ -638,12 +645,3 @@ def _last(stream):
         pass
     return event
 
-
-def _with_plan(stream: Iterator[ImageStreamEvent], plan: str) -> Iterator[ImageStreamEvent]:
-    """``stream``'s events, each carrying the edit's written ``plan``; closing it closes ``stream``."""
-    try:
-        for event in stream:
-            event.plan = plan
-            yield event
-    finally:
-        stream.close()
