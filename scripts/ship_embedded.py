@@ -173,7 +173,8 @@ def steps_flag(plan: dict, budget: float, split: bool = True) -> str:
     mix = plan["mix"]
     if mix.get("edit_same_shape_share", 0.0) != planned.mix.edit_same_shape_share:
         flags += f" --edit-same-shape-share {mix['edit_same_shape_share']:g}"
-    flags += "".join(f" --mix {task}={mix[task]}" for task in MIX_TASKS if mix[task] != getattr(planned.mix, task))
+    flags += "".join(f" --mix {task}={mix[task]}" for task in MIX_TASKS
+                  if mix.get(task, 0) != getattr(planned.mix, task))
     if stage2.get("task_weights", {}) != planned.stage2.task_weights:
         flags += "".join(f" --task-weight {task}={weight:g}" for task, weight in stage2.get("task_weights", {}).items())
     if plan.get("layout", "image-first") != planned.layout:

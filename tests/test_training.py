@@ -13,6 +13,7 @@ import torch
 from unix_core.prompting import PromptBuilder
 from unix_core.templates import SHAPES, SHAPES_LAYOUTS, load_templates
 from unix_core.training.data import (
+    EDIT_TEXT_SEED,
     IGNORE,
     BatchSchedule,
     MixConfig,
@@ -164,6 +165,65 @@ def test_planned_edits_write_the_target_caption_then_draw(tokenizer):
     for bad in ("edit: {instruction}<image><|vision_start|>", "edit:<image>result:", "edit: {instruction} result:"):
         with pytest.raises(ValueError, match="edit_plan"):
             SHAPES.with_overrides({"edit_plan": bad})
+
+
+def test_caption_plans_caption_the_source_then_say_the_result(tokenizer):
+    """query-first-caption-plan: the edit prompt ends as the caption prompt does; the plan is the source's caption,
+    then ``result:`` and the target's caption, all trained; a text-only edit is the same sequence without the
+    image and with only the result trained."""
+    templates = SHAPES.with_overrides(SHAPES_LAYOUTS["query-first-caption-plan"])
+    builder = SequenceBuilder(tokenizer, templates=templates)
+    e = next(edit_samples(1, seed=3))
+    src, tgt = e.source.caption(), e.target.caption()
+    source, target = fake_codes(2), fake_codes(4)
+    seq = builder.edit(source, e.instruction, target, tgt, src)
+    head = builder.prompts.render(templates.edit_plan, {"instruction": e.instruction}, [source]).ids
+    assert tokenizer.decode(head[head.index(builder.vision_end_id) + 1 :]) == "caption:"
+    plan = seq.input_ids[len(head) : seq.input_ids.index(builder.vision_start_id, len(head)) + 1]
+    assert tokenizer.decode(plan) == f" {src} result: {tgt}<|vision_start|>"
+    assert plan == encode(tokenizer, f" {src} result: {tgt}") + [builder.vision_start_id]  # as the model writes it
+    assert seq.input_ids == head + plan + image(builder, target)[1:] + [builder.eos_id]
+    check_labels(seq, len(head))
+    assert templates.read_plan(f"{src} result: {tgt}") == (src, tgt)
+    assert templates.read_plan(src) == (src, "")  # no result written: the target is wrong, not the source
+
+    text = builder.edit_text(e.instruction, src, tgt)
+    image_ids = image(builder, source)
+    at = head.index(builder.vision_start_id)
+    assert text.task == "edit_text" and text.input_ids == head[:at] + head[at + len(image_ids) :] + plan
+    result = encode(tokenizer, f" result: {tgt}") + [builder.vision_start_id]
+    check_labels(text, len(text) - len(result))
+    with pytest.raises(ValueError, match="source's captions"):
+        builder.edit(source, e.instruction, target, tgt)
+    with pytest.raises(ValueError, match="text-only edits need"):
+        SequenceBuilder(tokenizer, templates=SHAPES.with_overrides(SHAPES_LAYOUTS["query-first-plan"])).edit_text(
+            e.instruction, src, tgt)
+    # the single-caption plan reads as before
+    plain = SHAPES.with_overrides(SHAPES_LAYOUTS["query-first-plan"])
+    assert plain.plan_text(src, tgt) == f" {tgt}" and plain.read_plan(f" {tgt} ") == ("", tgt)
+    for bad in (" {source}", " {target} {source}", " {target} {target}", " {source} {target} {other}"):
+        with pytest.raises(ValueError, match="edit_plan_text"):
+            SHAPES.with_overrides({"edit_plan_text": bad})
+
+
+def test_text_only_edits_join_the_mix_only_with_a_caption_plan(tokenizer):
+    from unix_core.training.embedded import EmbeddedPlan
+
+    templates = SHAPES.with_overrides(SHAPES_LAYOUTS["query-first-caption-plan"])
+    builder = SequenceBuilder(tokenizer, templates=templates)
+    mix = MixConfig(text_to_image=0, caption=0, vqa=0, edit=2, fewshot=0, text=0, edit_text=5,
+                    edit_unconditional_share=0.0)
+    seqs = build_mix(builder, lambda scenes: torch.stack([fake_codes(i) for i in range(len(scenes))]), mix)
+    texts = [s for s in seqs if s.task == "edit_text"]
+    assert len(texts) == 5 and Counter(s.task for s in seqs)["edit"] == 2
+    own = [builder.edit_text(e.instruction, e.source.caption(), e.target.caption())
+           for e in edit_samples(5, seed=EDIT_TEXT_SEED)]  # a stream apart from the image edits' (seed 0)
+    assert sorted(s.input_ids for s in texts) == sorted(s.input_ids for s in own)
+    assert MixConfig().scaled(2).edit_text == 0 and mix.scaled(2).edit_text == 10
+    with pytest.raises(ValueError, match="edit_text"):
+        EmbeddedPlan.from_dict({**tiny_plan().to_dict(), "mix": dataclasses.asdict(mix), "layout": "query-first"})
+    EmbeddedPlan.from_dict({**tiny_plan().to_dict(), "mix": dataclasses.asdict(mix),
+                            "layout": "query-first-caption-plan"})
 
 
 @pytest.mark.parametrize("train_examples", [True, False])
@@ -437,10 +497,12 @@ def test_query_first_layout_is_trained_shipped_served_and_evaluated(tmp_path):
     assert "data" not in copy_reusable_stages(tiny_plan(), tmp_path / "q", tmp_path / "i")
 
 
-def test_plan_layout_is_trained_served_with_its_plan_and_evaluated(tmp_path):
-    """query-first-plan end to end: the edits of the training data carry a trained plan, the pipeline writes a
-    plan before drawing (on every event, and in the sequence the routing view traces), the evaluator scores
-    edits the same way, and the checkpoint's templates name the layout."""
+@pytest.mark.parametrize("layout", ["query-first-plan", "query-first-caption-plan"])
+def test_plan_layout_is_trained_served_with_its_plan_and_evaluated(tmp_path, layout):
+    """Plan layouts end to end: the edits of the training data carry a trained plan (and, for caption plans,
+    text-only edits join them), the pipeline writes a plan before drawing (on every event, and in the sequence
+    the routing view traces), the evaluator scores edits the same way, and the checkpoint's templates name the
+    layout."""
     from accelerate import Accelerator
     from PIL import Image
 
@@ -449,14 +511,18 @@ def test_plan_layout_is_trained_served_with_its_plan_and_evaluated(tmp_path):
     from unix_core.training.embedded import run_plan
     from unix_core.training.evaluate import folder_evaluator
 
-    folder = run_plan(tiny_plan().replace(layout="query-first-plan"), tmp_path / "p",
-                      make_accelerator=lambda: Accelerator(cpu=True))
+    captioned = layout == "query-first-caption-plan"
+    plan = tiny_plan().replace(layout=layout)
+    if captioned:
+        plan = plan.replace(mix=dataclasses.replace(plan.mix, edit_text=3))
+    folder = run_plan(plan, tmp_path / "p", make_accelerator=lambda: Accelerator(cpu=True))
     pipe = UniXPipeline.from_pretrained(folder)
-    assert pipe.templates.edit_plan == "edit: {instruction}<image>result:"
+    assert pipe.templates.edit_plan == SHAPES_LAYOUTS[layout]["edit_plan"]
+    assert pipe.templates.edit_plan_text == (" {source} result: {target}" if captioned else " {target}")
     start = pipe.model.config.vision_start_id
-    planned = [s for s in load_sequences(tmp_path / "p" / "work" / "data" / "train.safetensors")
-               if s.task == "edit" and pipe.tokenizer.decode(s.input_ids).count("result:")]
-    assert planned
+    data = load_sequences(tmp_path / "p" / "work" / "data" / "train.safetensors")
+    planned = [s for s in data if s.task == "edit" and pipe.tokenizer.decode(s.input_ids).count("result:")]
+    assert planned and sum(s.task == "edit_text" for s in data) == (3 if captioned else 0)
     for seq in planned:
         second_start = [i for i, t in enumerate(seq.input_ids) if t == start][1]
         assert seq.labels[second_start] == start and seq.labels[second_start - 1] != IGNORE
@@ -471,11 +537,15 @@ def test_plan_layout_is_trained_served_with_its_plan_and_evaluated(tmp_path):
     assert pipe.tokenizer.decode(plan[:-1], skip_special_tokens=True).strip() == events[-1].plan
     assert len(plan) <= pipe.templates.defaults["text"]["max_new_tokens"] + 1
     edit = folder_evaluator(folder).run(2, tasks=("edit",))["edit"]
-    assert edit.total == 2 and sum(n for _, n in edit.plans.values()) == 2
-    assert sum(c for c, _ in edit.plans.values()) == edit.correct == sum(edit.accepted)
+    for keys in (("right", "wrong"), ("source right", "source wrong")) if captioned else (("right", "wrong"),):
+        tallies = [edit.plans.get(k, [0, 0]) for k in keys]
+        assert edit.total == 2 == sum(n for _, n in tallies)
+        assert sum(c for c, _ in tallies) == edit.correct == sum(edit.accepted)
+    assert set(edit.plans) <= {"right", "wrong", "source right", "source wrong"}
     assert all("plan" in f for f in edit.failures)
     oracle = folder_evaluator(folder, oracle_plans=True).run(2, tasks=("edit",))["edit"]
-    assert oracle.plans == {"right": [oracle.correct, 2]}
+    assert oracle.plans == ({"right": [oracle.correct, 2], "source right": [oracle.correct, 2]} if captioned
+                            else {"right": [oracle.correct, 2]})
     plain = shutil.copytree(folder, tmp_path / "plain")
     (plain / "prompt_templates.json").write_text(json.dumps({"family": "shapes", **SHAPES_LAYOUTS["query-first"]}))
     with pytest.raises(ValueError, match="edit_plan"):

@@ -13,6 +13,7 @@ override any entry with a ``prompt_templates.json`` file holding a subset of :cl
 from __future__ import annotations
 
 import json
+import re
 import string
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -36,6 +37,9 @@ class PromptTemplates:
     # Optional: edit with a written plan. The prompt up to where the model writes the edited scene as text; the
     # model's text ends with <|vision_start|> and the image codes follow (empty: the model draws at once, `edit`).
     edit_plan: str = ""
+    # What that plan says: {target} the edited scene's caption, optionally after {source} the source's caption
+    # (the model first captions the image it edits, then writes the result).
+    edit_plan_text: str = " {target}"
     end_tokens: tuple[str, ...] = ()
     image_size: int | None = None  # pixels; None: the image tokenizer's own resolution
     defaults: dict[str, Any] = field(default_factory=dict)  # default sampling settings per entry point
@@ -52,6 +56,39 @@ class PromptTemplates:
                                or self.edit_plan.count(IMAGE_PLACEHOLDER) != 1):
             raise ValueError("prompt template 'edit_plan' must hold {instruction} and one <image> and end where the "
                              "model writes its plan (not with <|vision_start|>)")
+        fields_used = re.findall(r"{([^{}]*)}", self.edit_plan_text)
+        if fields_used.count("target") != 1 or set(fields_used) - {"source", "target"} or fields_used.count("source") > 1 \
+                or ("source" in fields_used and fields_used.index("source") > fields_used.index("target")):
+            raise ValueError("prompt template 'edit_plan_text' must hold {target} once, optionally after one {source}, "
+                             f"and no other fields; got {self.edit_plan_text!r}")
+
+    def plan_text(self, source: str, target: str) -> str:
+        """The plan an edit writes (``edit_plan``) for these captions of the source and the edited scene."""
+        return self.edit_plan_text.replace("{source}", source).replace("{target}", target)
+
+    def plan_parts(self, source: str, target: str) -> tuple[str, str]:
+        """``plan_text`` split where the plan starts to say something the source's caption does not: (the
+        source's part, the rest). The first part is empty when the plan does not hold ``{source}``."""
+        text = self.plan_text(source, target)
+        if "{source}" not in self.edit_plan_text:
+            return "", text
+        head = self.edit_plan_text.split("{source}")[0] + source
+        return head, text[len(head):]
+
+    def read_plan(self, plan: str) -> tuple[str, str]:
+        """(the source's caption, the edited scene's caption) as a written plan says them; "" for a part it
+        lacks. The target is the text after the plan's own words before ``{target}`` (e.g. "result:")."""
+        before_target = self.edit_plan_text.split("{target}")[0]
+        has_source = "{source}" in before_target
+        marker = before_target.split("{source}")[-1].strip()
+        if not marker:
+            return "", plan.strip()
+        head, found, tail = plan.rpartition(marker)
+        if not found:
+            return (plan.strip(), "") if has_source else ("", plan.strip())
+        lead = before_target.split("{source}")[0].strip() if has_source else ""
+        head = head.strip()
+        return (head[len(lead):].strip() if head.startswith(lead) else head) if has_source else "", tail.strip()
 
     @property
     def max_text_tokens(self) -> int:
@@ -131,16 +168,23 @@ FAMILIES = {t.family: t for t in (UNI_X, SHAPES)}
 # Prompt layouts the embedded model can be trained with (``train_embedded.py --layout``), as overrides over
 # SHAPES written into its checkpoint's prompt_templates.json: "image-first" as the official Uni-X templates
 # (image, then the question or instruction); "query-first" puts the question or instruction before the image;
-# "query-first-plan" is query-first with edits that first write the edited scene's caption, then draw it.
+# "query-first-plan" is query-first with edits that first write the edited scene's caption, then draw it;
+# "query-first-caption-plan" edits that first caption the source, then write the edited scene's caption.
 _QUERY_FIRST = {
     "answer": "question: {question}<image>answer:",
     "edit": "edit: {instruction}<image><|vision_start|>",
     "edit_unconditional": "edit:<image><|vision_start|>",
 }
-SHAPES_LAYOUTS: dict[str, dict[str, str]] = {
+SHAPES_LAYOUTS: dict[str, dict[str, Any]] = {
     "image-first": {},
     "query-first": _QUERY_FIRST,
     "query-first-plan": {**_QUERY_FIRST, "edit_plan": "edit: {instruction}<image>result:"},
+    # The edit prompt ends as the caption prompt does, so the model first captions the source (a task it gets
+    # right 99-100%), then writes the result's caption (text to text, taught in bulk by text-only edits), then
+    # draws. Two captions take up to 66 tokens of the world's tokenizer: room for the plan.
+    "query-first-caption-plan": {**_QUERY_FIRST, "edit_plan": "edit: {instruction}<image>caption:",
+                                 "edit_plan_text": " {source} result: {target}",
+                                 "defaults": {"text": {"max_new_tokens": 96}}},
 }
 
 

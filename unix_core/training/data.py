@@ -11,6 +11,9 @@ exactly as the pipeline renders them at inference, so train and test token ids a
                                                         + target codes <|vision_end|><|endoftext|>
     edit, planned   edit: {instruction}<image>result:   + " {target caption}<|vision_start|>" + target codes
                     (layouts with ``edit_plan``)          <|vision_end|><|endoftext|>
+                    (its ``edit_plan_text`` says what the plan holds, e.g. " {source} result: {target}")
+    edit, text only edit: {instruction}caption: {source caption} + " result: {target caption}<|vision_start|>"
+                    (``edit_plan`` without its image; plans that hold {source}: the text-to-text step of a plan)
     few-shot        (<image>{text}<|endoftext|>) * k, <image>  + "{answer}<|endoftext|>"
     text            "{line}<|endoftext|>"
 
@@ -38,11 +41,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from unix_core.prompting import PromptBuilder
-from unix_core.templates import SHAPES, PromptTemplates
+from unix_core.templates import IMAGE_PLACEHOLDER, SHAPES, PromptTemplates
 
 IGNORE = -100
-TASKS: tuple[str, ...] = ("text_to_image", "unconditional", "caption", "vqa", "edit", "fewshot", "text")
-MIX_TASKS: tuple[str, ...] = ("text_to_image", "caption", "vqa", "edit", "fewshot", "text")  # sample counts
+EDIT_TEXT_SEED = 7919  # offset of the text-only edits' sample stream from the mix's seed
+TASKS: tuple[str, ...] = ("text_to_image", "unconditional", "caption", "vqa", "edit", "fewshot", "text", "edit_text")
+MIX_TASKS: tuple[str, ...] = ("text_to_image", "caption", "vqa", "edit", "fewshot", "text", "edit_text")  # counts
 
 
 @dataclass
@@ -114,20 +118,39 @@ class SequenceBuilder:
         return self._join(ids, self._text(" " + answer) + [self.eos_id], "vqa")
 
     def edit(self, source: torch.Tensor, instruction: str | None, target: torch.Tensor,
-             target_caption: str | None = None) -> TrainingSequence:
+             target_caption: str | None = None, source_caption: str | None = None) -> TrainingSequence:
         """``instruction`` None gives the edit's unconditional form (for guidance). With an ``edit_plan``
-        template the model first writes ``target_caption`` (the plan, trained), then draws the target."""
+        template the model first writes its plan (trained; ``edit_plan_text`` of the captions), then draws the
+        target."""
         if instruction is None:
             ids = self.prompts.render(self.templates.edit_unconditional, {}, [source]).ids
         elif self.templates.edit_plan:
-            if not target_caption:
-                raise ValueError("an edit_plan layout needs the target's caption")
             ids = self.prompts.render(self.templates.edit_plan, {"instruction": instruction}, [source]).ids
-            plan = self._text(" " + target_caption) + [self.vision_start_id]
-            return self._join(ids, plan + self._image_completion(target), "edit")
+            return self._join(ids, self.plan_ids(source_caption, target_caption) + self._image_completion(target), "edit")
         else:
             ids = self.prompts.render(self.templates.edit, {"instruction": instruction}, [source]).ids
         return self._join(ids, self._image_completion(target), "edit")
+
+    def plan_ids(self, source_caption: str | None, target_caption: str | None, *, split: bool = False):
+        """The plan's ids, ending with ``<|vision_start|>``; with ``split`` (source's part, the rest)."""
+        needs_source = "{source}" in self.templates.edit_plan_text
+        if not target_caption or (needs_source and not source_caption):
+            what = "the target's and the source's captions" if needs_source else "the target's caption"
+            raise ValueError(f"an edit_plan layout with plan {self.templates.edit_plan_text!r} needs {what}")
+        head, rest = self.templates.plan_parts(source_caption or "", target_caption)
+        head_ids, rest_ids = self._text(head) if head else [], self._text(rest) + [self.vision_start_id]
+        return (head_ids, rest_ids) if split else head_ids + rest_ids
+
+    def edit_text(self, instruction: str, source_caption: str, target_caption: str) -> TrainingSequence:
+        """A planned edit without its image, for layouts whose plan first captions the source: the prompt and
+        the source's caption are given, the rest of the plan (result and ``<|vision_start|>``) is trained."""
+        t = self.templates
+        if not t.edit_plan or "{source}" not in t.edit_plan_text:
+            raise ValueError("text-only edits need a layout whose edit plan starts with the source's caption "
+                             "(edit_plan_text holding {source}), e.g. query-first-caption-plan")
+        ids = self.prompts.render(t.edit_plan.replace(IMAGE_PLACEHOLDER, ""), {"instruction": instruction}, []).ids
+        head, rest = self.plan_ids(source_caption, target_caption, split=True)
+        return self._join(ids + head, rest, "edit_text")
 
     def fewshot(
         self,
@@ -175,6 +198,7 @@ class MixConfig:
     edit: int = 300
     fewshot: int = 150
     text: int = 300
+    edit_text: int = 0  # text-only edits (layouts whose plan captions the source first); samples of another stream
     reverse_share: float = 0.2
     unconditional_share: float = 0.1
     edit_unconditional_share: float = 0.1
@@ -194,8 +218,8 @@ class MixConfig:
                 raise ValueError(f"MixConfig.{name} must be in [0, 1], got {value!r}")
 
     def scaled(self, factor: float) -> "MixConfig":
-        """The same mix with every task count multiplied by ``factor`` (at least 1 each)."""
-        counts = {n: max(1, round(getattr(self, n) * factor)) for n in MIX_TASKS}
+        """The same mix with every task count multiplied by ``factor`` (at least 1 each; absent tasks stay 0)."""
+        counts = {n: max(1, round(getattr(self, n) * factor)) for n in MIX_TASKS if getattr(self, n)}
         return dataclasses.replace(self, **counts)
 
 
@@ -232,7 +256,10 @@ def build_mix(builder: SequenceBuilder, encode_scenes: SceneEncoder, mix: MixCon
     out += [builder.vqa(codes[s.scene], s.question, s.answer) for s in questions]
     for e in edits:
         instruction = None if rng.random() < mix.edit_unconditional_share else e.instruction
-        out.append(builder.edit(codes[e.source], instruction, codes[e.target], e.target.caption()))
+        out.append(builder.edit(codes[e.source], instruction, codes[e.target], e.target.caption(), e.source.caption()))
+    # text-only edits: their own stream of samples (another seed), so their instructions are not the image edits'
+    out += [builder.edit_text(e.instruction, e.source.caption(), e.target.caption())
+            for e in edit_samples(mix.edit_text, seed=seed + EDIT_TEXT_SEED, split=split)]
     for ep in episodes:
         examples = [(codes[s], text) for s, text in ep.examples]
         out.append(builder.fewshot(examples, codes[ep.query], ep.answer, train_examples=mix.train_fewshot_examples))

@@ -134,13 +134,17 @@ class EmbeddedPlan:
     # Prompt layout of VQA and edit (unix_core.templates.SHAPES_LAYOUTS): "image-first" as the official Uni-X
     # templates or "query-first" (question or instruction, then the image, so that the image's tokens can
     # read it in the shared layers), or "query-first-plan" (query-first, and an edit first writes the caption of
-    # the edited scene, trained, then draws it). Written into the checkpoint's prompt_templates.json, so the
-    # pipeline renders what the model was trained on.
+    # the edited scene, trained, then draws it), or "query-first-caption-plan" (the plan first captions the source,
+    # then says the result; with text-only edits, mix.edit_text). Written into the checkpoint's
+    # prompt_templates.json, so the pipeline renders what the model was trained on.
     layout: str = "image-first"
 
     def __post_init__(self) -> None:
         if self.layout not in SHAPES_LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(SHAPES_LAYOUTS)}, got {self.layout!r}")
+        if self.mix.edit_text and "{source}" not in plan_templates(self).edit_plan_text:
+            raise ValueError(f"mix.edit_text (text-only edits) needs a layout whose edit plan captions the source "
+                             f"first (query-first-caption-plan), not {self.layout!r}")
         if self.vision_init not in VISION_INITS:
             raise ValueError(f"vision_init must be one of {', '.join(VISION_INITS)}, got {self.vision_init!r}")
         if not 0 <= self.vq_restart_share <= 1:

@@ -45,7 +45,8 @@ class TaskScore:
     total: int
     failures: list[dict] = field(default_factory=list)  # a few (input, expected, got) examples
     by_kind: dict[str, list[int]] = field(default_factory=dict)  # kind -> [correct, total]
-    # edits with a written plan: "right" / "wrong" (the plan equals the target's caption or not) -> [accepted, total]
+    # edits with a written plan: "right" / "wrong" (the plan's target caption is the target's or not) -> [accepted,
+    # total]; plans that first caption the source also "source right" / "source wrong"
     plans: dict[str, list[int]] = field(default_factory=dict)
     accepted: list[bool] = field(default_factory=list, repr=False)  # judged tasks: each sample's verdict
 
@@ -212,8 +213,7 @@ class Evaluator:
             prompts = [self._render(self.templates.edit_plan, {"instruction": s.instruction}, [c])
                        for s, c in zip(samples, sources)]
             if self.oracle_plans:
-                plans = [self.builder.prompts.text_ids(" " + s.target.caption(), user=True)
-                         + [self.builder.vision_start_id] for s in samples]
+                plans = [self.builder.plan_ids(s.source.caption(), s.target.caption()) for s in samples]
             else:
                 plans = [plan for start in range(0, len(prompts), self.batch_size)
                          for plan in write_plans(self.model, prompts[start : start + self.batch_size],
@@ -235,10 +235,16 @@ class Evaluator:
         score = self._judged("edit", images, [s.target.caption() for s in samples], inputs,
                              kinds=[s.kind for s in samples])
         if plans is not None:
+            with_source = "{source}" in self.templates.edit_plan_text
             for s, plan, ok in zip(samples, plans, score.accepted):
-                tally = score.plans.setdefault("right" if caption_match(plan, s.target.caption()) else "wrong", [0, 0])
-                tally[0] += ok
-                tally[1] += 1
+                source, target = self.templates.read_plan(plan)
+                keys = ["right" if caption_match(target, s.target.caption()) else "wrong"]
+                if with_source:  # did the plan caption the source right (its first part)?
+                    keys.append("source " + ("right" if caption_match(source, s.source.caption()) else "wrong"))
+                for key in keys:
+                    tally = score.plans.setdefault(key, [0, 0])
+                    tally[0] += ok
+                    tally[1] += 1
         return score
 
     def fewshot(self, n: int, split: str) -> TaskScore:
