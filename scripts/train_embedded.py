@@ -102,11 +102,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="stage-2 loss weight of one task's trained tokens, e.g. vqa=8 (repeatable)")
     parser.add_argument("--mix", type=parse_mix_count, action="append", default=None,
                         help="training samples of one task in the stage-2 mix, e.g. edit=7875 (repeatable; "
-                        "default: the budget's mix)")
+                        "default: the budget's mix; edit_text, text-only edits, needs --layout "
+                        "query-first-caption-plan)")
     parser.add_argument("--layout", choices=list(SHAPES_LAYOUTS), default=None,
                         help="prompt layout of VQA and edit: the image first (default, as the official templates), "
                              "the question / instruction first, or that with edits that first write the edited "
-                             "scene's caption, then draw it (query-first-plan)")
+                             "scene's caption, then draw it (query-first-plan), or that with a plan that first "
+                             "captions the source image (query-first-caption-plan)")
     parser.add_argument("--plan", type=Path, default=None, help="a plan.json to use instead of the budget plan")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 on a shared machine)")
     parser.add_argument("--cpu", action="store_true", help="stay on the CPU even when a GPU is present")
@@ -141,17 +143,20 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--plan fixes every setting; drop {', '.join(overrides)} or edit the plan file")
         plan = EmbeddedPlan.from_dict(json.loads(args.plan.read_text()))
     else:
-        plan = plan_for_budget(args.budget_minutes, seed=args.seed, split=args.split, hidden=args.hidden,
-                               layers=args.layers, stage2_steps=args.stage2_steps, vq_steps=args.vq_steps,
-                               vq_restart_share=args.vq_restart_share, vq_decoder_steps=args.vq_decoder_steps,
-                               separators=args.separators,
-                               change_weight=args.change_weight, edit_change_weight=args.edit_change_weight,
-                               edit_keep_weight=args.edit_keep_weight,
-                               edit_same_shape_share=args.edit_same_shape_share,
-                               image_noise=args.image_noise,
-                               task_weights=None if args.task_weight is None else dict(args.task_weight),
-                               mix_counts=None if args.mix is None else dict(args.mix),
-                               layout=args.layout, ema_decay=args.ema_decay)
+        try:
+            plan = plan_for_budget(args.budget_minutes, seed=args.seed, split=args.split, hidden=args.hidden,
+                                   layers=args.layers, stage2_steps=args.stage2_steps, vq_steps=args.vq_steps,
+                                   vq_restart_share=args.vq_restart_share, vq_decoder_steps=args.vq_decoder_steps,
+                                   separators=args.separators,
+                                   change_weight=args.change_weight, edit_change_weight=args.edit_change_weight,
+                                   edit_keep_weight=args.edit_keep_weight,
+                                   edit_same_shape_share=args.edit_same_shape_share,
+                                   image_noise=args.image_noise,
+                                   task_weights=None if args.task_weight is None else dict(args.task_weight),
+                                   mix_counts=None if args.mix is None else dict(args.mix),
+                                   layout=args.layout, ema_decay=args.ema_decay)
+        except ValueError as err:  # a combination of options the plan refuses
+            parser.error(str(err))
     if (args.out / "plan.json").exists() and not args.resume:
         parser.error(f"{args.out} already holds a run; pass --resume to continue it or choose another --out")
 

@@ -965,3 +965,6 @@ def test_train_script_parses_mix_counts_and_rejects_bad_ones(capsys):
     with pytest.raises(SystemExit):  # past the plan's stage-2 steps: refused before anything trains
         module.main(["--out", "/nonexistent/never-made", "--stage2-steps", "10", "--snapshot-steps", "11"])
     assert "goes past stage 2's 10 steps" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # text-only edits without a plan that captions the source: a usage error
+        module.main(["--out", "/nonexistent/never-made", "--mix", "edit_text=5", "--layout", "query-first"])
+    assert "query-first-caption-plan" in capsys.readouterr().err
