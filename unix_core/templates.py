@@ -78,17 +78,16 @@ class PromptTemplates:
     def read_plan(self, plan: str) -> tuple[str, str]:
         """(the source's caption, the edited scene's caption) as a written plan says them; "" for a part it
         lacks. The target is the text after the plan's own words before ``{target}`` (e.g. "result:")."""
-        before_target = self.edit_plan_text.split("{target}")[0]
-        has_source = "{source}" in before_target
-        marker = before_target.split("{source}")[-1].strip()
+        before = self.edit_plan_text.split("{target}")[0]
+        has_source = "{source}" in before
+        lead, _, marker = before.rpartition("{source}")  # the words before the source's caption, and after it
+        marker = marker.strip()
         if not marker:
             return "", plan.strip()
         head, found, tail = plan.rpartition(marker)
         if not found:
             return (plan.strip(), "") if has_source else ("", plan.strip())
-        lead = before_target.split("{source}")[0].strip() if has_source else ""
-        head = head.strip()
-        return (head[len(lead):].strip() if head.startswith(lead) else head) if has_source else "", tail.strip()
+        return (head.strip().removeprefix(lead.strip()).strip() if has_source else ""), tail.strip()
 
     @property
     def max_text_tokens(self) -> int:
