@@ -1,6 +1,9 @@
-"""Tiny random Uni-X models for tests and benchmarks."""
+"""Tiny random Uni-X models for tests and benchmarks, and a loader for the scripts under test."""
 
 from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
 
 import torch
 
@@ -66,3 +69,12 @@ def image_tokens(pipe) -> int:
     """Tokens of one image in a pipeline's sequences: its codes plus any row separators (official add_sep_for_vis),
     counted by the pipeline's own builder."""
     return len(pipe.builder.code_ids(torch.zeros(pipe.grid_hw, dtype=torch.long)))
+
+
+def load_script(name: str):
+    """``scripts/{name}.py`` as a module (the scripts are not a package)."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

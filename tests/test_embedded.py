@@ -14,6 +14,7 @@ import pytest
 from unix_core import UniXPipeline
 from unix_core.pipeline import EMBEDDED_DEFAULT, PALETTE_FILE
 from unix_core.world import caption_samples, parse_caption, render, sample_scene
+from tests.helpers import load_script
 
 FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vq_config.json",
          "vq_model.safetensors", "prompt_templates.json", PALETTE_FILE, "README.md")
@@ -128,13 +129,9 @@ def _parses(caption: str) -> bool:
 
 def test_generation_probe_script(pipe):
     """`scripts/probe_generation.py` splits teacher-forced code accuracy by kind of patch (model card figures)."""
-    import importlib.util
-
     from unix_core.pipeline import EMBEDDED_DEFAULT as folder
 
-    spec = importlib.util.spec_from_file_location("probe_generation", folder.parents[1] / "scripts" / "probe_generation.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("probe_generation")
     result = module.probe(folder, 4, "heldout")
     assert result["first_code"]["total"] == 4
     grid = pipe.image_tokenizer.grid_size
@@ -153,13 +150,9 @@ def test_generation_probe_script(pipe):
 def test_edit_probe_script_splits_changed_and_copied_cells(pipe, tmp_path):
     """`scripts/probe_edit.py` (model card figures): every target code of every edit is either a changed or a
     copied cell, each copy error is located once, and the shipped model copies almost every kept cell."""
-    import importlib.util
-
     from unix_core.pipeline import EMBEDDED_DEFAULT as folder
 
-    spec = importlib.util.spec_from_file_location("probe_edit", folder.parents[1] / "scripts" / "probe_edit.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("probe_edit")
     out = tmp_path / "edit.json"
     assert module.main([str(folder), "--n", "6", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
@@ -186,15 +179,12 @@ def test_edit_probe_script_splits_changed_and_copied_cells(pipe, tmp_path):
 def test_vqa_probe_script_trains_in_the_checkpoints_layout(pipe, tmp_path):
     """`scripts/probe_vqa.py` (model card figures): its fine-tuning sequences are the pipeline's own VQA prompt
     (the checkpoint's layout) followed by the answer, and a run reports per-kind counts of what it scored."""
-    import importlib.util
     import json
 
     from unix_core.pipeline import EMBEDDED_DEFAULT as folder
     from unix_core.world import vqa_samples
 
-    spec = importlib.util.spec_from_file_location("probe_vqa", folder.parents[1] / "scripts" / "probe_vqa.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("probe_vqa")
     sequences = module.finetune_sequences(pipe, {"has_shape"}, 40, seed=3)
     samples = [s for s in vqa_samples(40, seed=3, split="train") if s.kind == "has_shape"]
     assert len(sequences) == len(samples) > 0
@@ -213,14 +203,9 @@ def test_vqa_probe_script_trains_in_the_checkpoints_layout(pipe, tmp_path):
 
 
 def test_object_cells_are_the_cells_an_object_touches():
-    import importlib.util
-
-    from unix_core.pipeline import EMBEDDED_DEFAULT as folder
     from unix_core.world.scene import Obj, Scene
 
-    spec = importlib.util.spec_from_file_location("probe_generation", folder.parents[1] / "scripts" / "probe_generation.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("probe_generation")
     scene = Scene("white", (Obj("square", "red", "large", "top left"), Obj("circle", "blue", "small", "center")))
     (_, big), (_, small) = module.object_cells(scene, 8)
     # a large square at (11, 11) spans pixels 2..20: rows and columns 0..2 of 8-pixel cells

@@ -5,6 +5,7 @@ import dataclasses
 import json
 import shutil
 from collections import Counter
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -27,6 +28,7 @@ from unix_core.training.data import (
 )
 from unix_core.training.text_tokenizer import SPECIAL_TOKENS, train_text_tokenizer, world_text
 from unix_core.world import caption_samples, edit_samples, fewshot_episodes, text_corpus, vqa_samples
+from tests.helpers import load_script
 
 N_CODES = 32
 
@@ -550,6 +552,16 @@ def test_plan_layout_is_trained_served_with_its_plan_and_evaluated(tmp_path, lay
     (plain / "prompt_templates.json").write_text(json.dumps({"family": "shapes", **SHAPES_LAYOUTS["query-first"]}))
     with pytest.raises(ValueError, match="edit_plan"):
         folder_evaluator(plain, oracle_plans=True)
+    probe = load_script("probe_plan_text")  # the plan's text step alone, on a fresh text LM
+    if captioned:
+        out = tmp_path / "probe.json"
+        assert probe.main([str(folder), "--samples", "6", "--steps", "2", "--n", "3", "--hidden", "32",
+                           "--layers", "2", "--intermediate", "64", "--json", str(out)]) == 0
+        result = json.loads(out.read_text())
+        assert result["n"] == 3 == sum(n for _, n in result["by_kind"].values()) and 0 <= result["right"] <= 3
+    else:
+        with pytest.raises(SystemExit):
+            probe.main([str(folder), "--samples", "6", "--steps", "2", "--n", "3"])
 
 
 class _PatchColourTokenizer:
@@ -667,9 +679,6 @@ def test_to_canvas_inverts_the_tokenizer_box_and_the_judge_reads_it():
 
 
 def test_budget_plan_overrides_and_the_card_command_repeats_them():
-    import importlib.util
-    from pathlib import Path
-
     from unix_core.training.embedded import DEFAULT_VQ, EmbeddedPlan, plan_for_budget
 
     base = plan_for_budget(70)
@@ -679,10 +688,7 @@ def test_budget_plan_overrides_and_the_card_command_repeats_them():
     assert plan.replace(vq_steps=base.vq_steps, vq_restart_share=1.0, stage2=base.stage2, vis_separators=False) == base
     with pytest.raises(ValueError, match="vq_restart_share"):
         plan_for_budget(70, vq_restart_share=2)
-    script = Path(__file__).resolve().parents[1] / "scripts" / "ship_embedded.py"
-    spec = importlib.util.spec_from_file_location("ship_embedded", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("ship_embedded")
     assert module.steps_flag(base.to_dict(), 70) == ""
     assert module.steps_flag(plan.to_dict(), 70) == (
         " --vq-steps 4200 --vq-restart-share 0.7 --stage2-steps 5000 --separators")
@@ -947,13 +953,7 @@ def test_weighted_loss_is_a_weighted_mean_over_trained_positions():
 
 def test_train_script_parses_mix_counts_and_rejects_bad_ones(capsys):
     import argparse
-    import importlib.util
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[1] / "scripts" / "train_embedded.py"
-    spec = importlib.util.spec_from_file_location("train_embedded", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("train_embedded")
     assert module.parse_mix_count("edit=7875") == ("edit", 7875)
     for bad in ("edit", "edit=0", "edit=-3", "edit=2.5", "paint=10"):
         with pytest.raises(argparse.ArgumentTypeError, match="TASK=COUNT"):
