@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoTokenizer
 
     from unix_core.templates import load_templates
-    from unix_core.training.data import EDIT_TEXT_SEED, SequenceBuilder
+    from unix_core.training.data import EDIT_TEXT_SEED, IGNORE, SequenceBuilder
     from unix_core.training.embedded import LMShape, stage1_model
     from unix_core.training.train_lm import TrainConfig, train_lm
     from unix_core.world import edit_samples
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     failures = []
     for e in samples:
         seq = builder.edit_text(e.instruction, e.source.caption(), e.target.caption())
-        given = seq.labels.index(next(label for label in seq.labels if label != -100))
+        given = next(i for i, label in enumerate(seq.labels) if label != IGNORE)  # where the trained result starts
         with torch.inference_mode():
             out = model.generate(torch.tensor([seq.input_ids[:given]]), max_new_tokens=templates.max_text_tokens,
                                  do_sample=False, eos_token_id=builder.vision_start_id, pad_token_id=builder.eos_id)
