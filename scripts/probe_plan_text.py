@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     templates = load_templates(args.checkpoint, default_family="shapes")
-    if "{source}" not in templates.edit_plan_text:
+    if not templates.plan_captions_source:
         parser.error(f"{args.checkpoint}'s edit plan does not caption the source first (edit_plan_text "
                      f"{templates.edit_plan_text!r}); train it with --layout query-first-caption-plan")
     tokenizer = AutoTokenizer.from_pretrained(str(args.checkpoint))

@@ -644,4 +644,3 @@ def _last(stream):
     for event in stream:
         pass
     return event
-

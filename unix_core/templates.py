@@ -62,6 +62,11 @@ class PromptTemplates:
             raise ValueError("prompt template 'edit_plan_text' must hold {target} once, optionally after one {source}, "
                              f"and no other fields; got {self.edit_plan_text!r}")
 
+    @property
+    def plan_captions_source(self) -> bool:
+        """Whether an edit's plan first captions its source (``{source}`` in ``edit_plan_text``)."""
+        return "{source}" in self.edit_plan_text
+
     def plan_text(self, source: str, target: str) -> str:
         """The plan an edit writes (``edit_plan``) for these captions of the source and the edited scene."""
         return self.edit_plan_text.replace("{source}", source).replace("{target}", target)
@@ -70,7 +75,7 @@ class PromptTemplates:
         """``plan_text`` split where the plan starts to say something the source's caption does not: (the
         source's part, the rest). The first part is empty when the plan does not hold ``{source}``."""
         text = self.plan_text(source, target)
-        if "{source}" not in self.edit_plan_text:
+        if not self.plan_captions_source:
             return "", text
         head = self.edit_plan_text.split("{source}")[0] + source
         return head, text[len(head):]
@@ -78,8 +83,8 @@ class PromptTemplates:
     def read_plan(self, plan: str) -> tuple[str, str]:
         """(the source's caption, the edited scene's caption) as a written plan says them; "" for a part it
         lacks. The target is the text after the plan's own words before ``{target}`` (e.g. "result:")."""
-        before = self.edit_plan_text.split("{target}")[0]
-        has_source = "{source}" in before
+        before = self.edit_plan_text.split("{target}")[0]  # validated: {source}, if any, comes before {target}
+        has_source = self.plan_captions_source
         lead, _, marker = before.rpartition("{source}")  # the words before the source's caption, and after it
         marker = marker.strip()
         if not marker:

@@ -133,7 +133,7 @@ class SequenceBuilder:
 
     def plan_ids(self, source_caption: str | None, target_caption: str | None, *, split: bool = False):
         """The plan's ids, ending with ``<|vision_start|>``; with ``split`` (source's part, the rest)."""
-        needs_source = "{source}" in self.templates.edit_plan_text
+        needs_source = self.templates.plan_captions_source
         if not target_caption or (needs_source and not source_caption):
             what = "the target's and the source's captions" if needs_source else "the target's caption"
             raise ValueError(f"an edit_plan layout with plan {self.templates.edit_plan_text!r} needs {what}")
@@ -145,7 +145,7 @@ class SequenceBuilder:
         """A planned edit without its image, for layouts whose plan first captions the source: the prompt and
         the source's caption are given, the rest of the plan (result and ``<|vision_start|>``) is trained."""
         t = self.templates
-        if not t.edit_plan or "{source}" not in t.edit_plan_text:
+        if not t.edit_plan or not t.plan_captions_source:
             raise ValueError("text-only edits need a layout whose edit plan starts with the source's caption "
                              "(edit_plan_text holding {source}), e.g. query-first-caption-plan")
         ids = self.prompts.render(t.edit_plan.replace(IMAGE_PLACEHOLDER, ""), {"instruction": instruction}, []).ids

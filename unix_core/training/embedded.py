@@ -142,7 +142,7 @@ class EmbeddedPlan:
     def __post_init__(self) -> None:
         if self.layout not in SHAPES_LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(SHAPES_LAYOUTS)}, got {self.layout!r}")
-        if self.mix.edit_text and "{source}" not in plan_templates(self).edit_plan_text:
+        if self.mix.edit_text and not plan_templates(self).plan_captions_source:
             raise ValueError(f"mix.edit_text (text-only edits) needs a layout whose edit plan captions the source "
                              f"first (query-first-caption-plan), not {self.layout!r}")
         if self.vision_init not in VISION_INITS:

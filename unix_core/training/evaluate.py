@@ -235,11 +235,10 @@ class Evaluator:
         score = self._judged("edit", images, [s.target.caption() for s in samples], inputs,
                              kinds=[s.kind for s in samples])
         if plans is not None:
-            with_source = "{source}" in self.templates.edit_plan_text
             for s, plan, ok in zip(samples, plans, score.accepted):
                 source, target = self.templates.read_plan(plan)
                 keys = ["right" if caption_match(target, s.target.caption()) else "wrong"]
-                if with_source:  # did the plan caption the source right (its first part)?
+                if self.templates.plan_captions_source:  # did the plan caption the source right (its first part)?
                     keys.append("source " + ("right" if caption_match(source, s.source.caption()) else "wrong"))
                 for key in keys:
                     tally = score.plans.setdefault(key, [0, 0])
