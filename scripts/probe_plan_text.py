@@ -1,6 +1,7 @@
 """Probe: how well can a plain text LM of the embedded model's shape learn an edit plan's text-to-text step?
 
     python scripts/probe_plan_text.py runs/cap/checkpoint --samples 12650 --steps 3000 [--n 300] [--threads 2]
+    python scripts/probe_plan_text.py runs/cap/checkpoint --model runs/s1cap/work/stage1/final [--n 300]
 
 For checkpoints whose edit plan first captions the source (``--layout query-first-caption-plan``): trains a
 fresh plain Qwen-style LM (the stage-1 model's shape, no images) on ``--samples`` text-only edits of the
@@ -9,6 +10,8 @@ trained), then writes, greedily, the result for ``--n`` held-out edits given the
 caption, and prints how many are the edited scene's exact caption, overall and by edit kind. It separates the
 plan's text step from everything images add, so a low score here says the step itself is hard for this shape
 and data, not the image. Uses the checkpoint's text tokenizer and prompt templates; writes nothing there.
+``--model`` scores a plain text LM trained elsewhere instead (a stage-1 model trained with ``--stage1-edit-text``:
+did stage 1 learn the step?); it must use the checkpoint's text tokenizer.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None, help="also write the scores here")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="score this plain text LM (e.g. OUT/work/stage1/final) instead of training one")
     args = parser.parse_args(argv)
     for name in ("samples", "steps", "n"):
         if getattr(args, name) < 1:
@@ -50,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     import torch
     from accelerate import Accelerator
-    from transformers import AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from unix_core.templates import load_templates
     from unix_core.training.data import EDIT_TEXT_SEED, IGNORE, SequenceBuilder
@@ -65,16 +70,23 @@ def main(argv: list[str] | None = None) -> int:
                      f"{templates.edit_plan_text!r}); train it with --layout query-first-caption-plan")
     tokenizer = AutoTokenizer.from_pretrained(str(args.checkpoint))
     builder = SequenceBuilder(tokenizer, templates=templates)
-    train = [builder.edit_text(e.instruction, e.source.caption(), e.target.caption())
-             for e in edit_samples(args.samples, seed=args.seed + EDIT_TEXT_SEED, split="train")]
-    shape = LMShape(hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads, num_kv_heads=1,
-                    intermediate_size=args.intermediate, split=(0, 0))
-    model = stage1_model(SimpleNamespace(lm=shape, seed=args.seed), tokenizer)
-    config = TrainConfig(steps=args.steps, max_tokens=args.max_tokens, lr=args.lr, warmup_steps=30,
-                         checkpoint_every=args.steps, seed=args.seed)
-    with tempfile.TemporaryDirectory() as work:
-        log = train_lm(model, train, config, work_dir=work, accelerator=Accelerator(cpu=True),
-                       pad_id=builder.eos_id)
+    if args.model is not None:
+        model = AutoModelForCausalLM.from_pretrained(str(args.model), dtype=torch.float32)
+        if model.config.vocab_size != len(tokenizer):
+            parser.error(f"{args.model} has {model.config.vocab_size} token embeddings; {args.checkpoint}'s text "
+                         f"tokenizer has {len(tokenizer)}: score a model trained with that tokenizer")
+        args.samples = args.steps = tokens = None  # trained elsewhere
+    else:
+        train = [builder.edit_text(e.instruction, e.source.caption(), e.target.caption())
+                 for e in edit_samples(args.samples, seed=args.seed + EDIT_TEXT_SEED, split="train")]
+        shape = LMShape(hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads, num_kv_heads=1,
+                        intermediate_size=args.intermediate, split=(0, 0))
+        model = stage1_model(SimpleNamespace(lm=shape, seed=args.seed), tokenizer)
+        config = TrainConfig(steps=args.steps, max_tokens=args.max_tokens, lr=args.lr, warmup_steps=30,
+                             checkpoint_every=args.steps, seed=args.seed)
+        with tempfile.TemporaryDirectory() as work:
+            tokens = train_lm(model, train, config, work_dir=work, accelerator=Accelerator(cpu=True),
+                              pad_id=builder.eos_id).tokens
     model.eval()
 
     samples = list(edit_samples(args.n, seed=args.seed, split="heldout"))
@@ -94,11 +106,12 @@ def main(argv: list[str] | None = None) -> int:
         if not ok and len(failures) < 5:
             failures.append({"instruction": e.instruction, "source": e.source.caption(),
                              "expected": e.target.caption(), "got": target})
-    result = {"samples": args.samples, "steps": args.steps, "tokens": log.tokens, "n": args.n,
-              "right": sum(right.values()), "by_kind": {k: [right[k], total[k]] for k in sorted(total)},
-              "failures": failures}
-    print(f"text step right {result['right']}/{args.n} = {result['right'] / args.n:.3f} after {args.steps} steps "
-          f"on {args.samples} text-only edits ({log.tokens:,} tokens)")
+    result = {"model": None if args.model is None else str(args.model), "samples": args.samples,
+              "steps": args.steps, "tokens": tokens, "n": args.n, "right": sum(right.values()),
+              "by_kind": {k: [right[k], total[k]] for k in sorted(total)}, "failures": failures}
+    trained = (str(args.model) if args.model is not None else
+               f"after {args.steps} steps on {args.samples} text-only edits ({tokens:,} tokens)")
+    print(f"text step right {result['right']}/{args.n} = {result['right'] / args.n:.3f}: {trained}")
     print("    by kind: " + ", ".join(f"{k} {c}/{n}" for k, (c, n) in result["by_kind"].items()))
     for f in failures[:3]:
         print(f"    failure: {f}")

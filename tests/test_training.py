@@ -495,12 +495,14 @@ def test_query_first_layout_is_trained_shipped_served_and_evaluated(tmp_path):
     evaluator = folder_evaluator(folder)
     assert evaluator.templates.answer == pipe.templates.answer
     assert evaluator.run(2, tasks=("vqa",))["vqa"].total == 2
-    # the data depend on the layout, so an image-first plan reuses only what comes before them
-    assert "data" not in copy_reusable_stages(tiny_plan(), tmp_path / "q", tmp_path / "i")
+    # the data depend on the layout, so an image-first plan reuses only what comes before them (stage 1 too:
+    # without text-only edits in it the layout plays no part there)
+    reused = copy_reusable_stages(tiny_plan(), tmp_path / "q", tmp_path / "i")
+    assert "data" not in reused and "stage1" in reused
 
 
 @pytest.mark.parametrize("layout", ["query-first-plan", "query-first-caption-plan"])
-def test_plan_layout_is_trained_served_with_its_plan_and_evaluated(tmp_path, layout):
+def test_plan_layout_is_trained_served_with_its_plan_and_evaluated(tmp_path, monkeypatch, layout):
     """Plan layouts end to end: the edits of the training data carry a trained plan (and, for caption plans,
     text-only edits join them), the pipeline writes a plan before drawing (on every event, and in the sequence
     the routing view traces), the evaluator scores edits the same way, and the checkpoint's templates name the
@@ -509,15 +511,33 @@ def test_plan_layout_is_trained_served_with_its_plan_and_evaluated(tmp_path, lay
     from PIL import Image
 
     from unix_core import UniXPipeline
+    from unix_core.training import embedded
     from unix_core.training.data import load_sequences
-    from unix_core.training.embedded import run_plan
+    from unix_core.training.embedded import copy_reusable_stages, run_plan
     from unix_core.training.evaluate import folder_evaluator
 
     captioned = layout == "query-first-caption-plan"
     plan = tiny_plan().replace(layout=layout)
-    if captioned:
-        plan = plan.replace(mix=dataclasses.replace(plan.mix, edit_text=3))
+    if captioned:  # text-only edits in stage 2 and, more of them from the same stream, in stage 1
+        plan = plan.replace(mix=dataclasses.replace(plan.mix, edit_text=3), stage1_edit_text=5)
+    corpora = []  # what each train_lm call trained on: stage 1, then stage 2
+    real_train_lm = embedded.train_lm
+
+    def train_lm(model, data, *args, **kwargs):
+        corpora.append(data)
+        return real_train_lm(model, data, *args, **kwargs)
+
+    monkeypatch.setattr(embedded, "train_lm", train_lm)
     folder = run_plan(plan, tmp_path / "p", make_accelerator=lambda: Accelerator(cpu=True))
+    stage1_edits = [s for s in corpora[0] if s.task == "edit_text"]
+    assert len(stage1_edits) == plan.stage1_edit_text and len(corpora[0]) == plan.stage1_lines + len(stage1_edits)
+    stage2_edits = [s for s in corpora[1] if s.task == "edit_text"]
+    # stage 2's text-only edits are the first of stage 1's (one stream); the mix shuffles them
+    assert sorted(map(str, stage2_edits)) == sorted(map(str, stage1_edits[: plan.mix.edit_text]))
+    if captioned:  # stage 1 learnt from the edits, so only a run with the same edits, layout and seed reuses it
+        assert "stage1" in copy_reusable_stages(plan.replace(lm=dataclasses.replace(plan.lm, split=(0, 0))),
+                                                tmp_path / "p", tmp_path / "twin")
+        assert "stage1" not in copy_reusable_stages(plan.replace(stage1_edit_text=4), tmp_path / "p", tmp_path / "x")
     pipe = UniXPipeline.from_pretrained(folder)
     assert pipe.templates.edit_plan == SHAPES_LAYOUTS[layout]["edit_plan"]
     assert pipe.templates.edit_plan_text == (" {source} result: {target}" if captioned else " {target}")
@@ -559,6 +579,18 @@ def test_plan_layout_is_trained_served_with_its_plan_and_evaluated(tmp_path, lay
                            "--layers", "2", "--intermediate", "64", "--json", str(out)]) == 0
         result = json.loads(out.read_text())
         assert result["n"] == 3 == sum(n for _, n in result["by_kind"].values()) and 0 <= result["right"] <= 3
+        # or the stage-1 model, which learnt the step among the world's text
+        stage1 = tmp_path / "p" / "work" / "stage1" / "final"
+        assert probe.main([str(folder), "--model", str(stage1), "--n", "3", "--json", str(out)]) == 0
+        result = json.loads(out.read_text())
+        assert result["model"] == str(stage1) and result["steps"] is None and result["n"] == 3
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        other = AutoConfig.from_pretrained(str(stage1))
+        other.vocab_size += 1
+        AutoModelForCausalLM.from_config(other).save_pretrained(str(tmp_path / "other"))
+        with pytest.raises(SystemExit):  # a model of another tokenizer
+            probe.main([str(folder), "--model", str(tmp_path / "other"), "--n", "3"])
     else:
         with pytest.raises(SystemExit):
             probe.main([str(folder), "--samples", "6", "--steps", "2", "--n", "3"])
@@ -719,6 +751,17 @@ def test_budget_plan_overrides_and_the_card_command_repeats_them():
     assert module.steps_flag(query_first.to_dict(), 70) == " --layout query-first"
     with pytest.raises(ValueError, match="layout must be one of"):
         plan_for_budget(70, layout="sideways")
+    taught = plan_for_budget(70, layout="query-first-caption-plan", stage1_steps=6000, stage1_edit_text=50600)
+    assert (taught.stage1.steps, taught.stage1_edit_text, base.stage1_edit_text) == (6000, 50600, 0)
+    assert taught.stage1.warmup_steps == base.stage1.warmup_steps and base.stage1.steps < 6000
+    assert EmbeddedPlan.from_dict(taught.to_dict()) == taught
+    assert module.steps_flag(taught.to_dict(), 70) == (
+        " --stage1-steps 6000 --stage1-edit-text 50600 --layout query-first-caption-plan")
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="stage1_edit_text must be an integer"):
+            plan_for_budget(70, layout="query-first-caption-plan", stage1_edit_text=bad)
+    with pytest.raises(ValueError, match="stage1_edit_text .* captions the source"):
+        plan_for_budget(70, layout="query-first-plan", stage1_edit_text=10)
     no_base = module.scores_table({"caption": {"correct": 9, "total": 10, "score": 0.9}}, None, "1:1")
     assert "| 9/10 = 90% | - |" in no_base and "| **90.0%** | - |" in no_base
 

@@ -37,7 +37,7 @@ import torch
 from unix_core.templates import SHAPES, SHAPES_LAYOUTS, TEMPLATES_FILE, PromptTemplates
 from unix_core.vq import VQConfig
 
-from .data import MixConfig, SequenceBuilder, build_mix, load_sequences, save_sequences, to_canvas, vq_scene_encoder
+from .data import EDIT_TEXT_SEED, MixConfig, SequenceBuilder, build_mix, load_sequences, save_sequences, to_canvas, vq_scene_encoder
 from .train_lm import TrainConfig, train_lm
 
 logger = logging.getLogger(__name__)
@@ -115,6 +115,11 @@ class EmbeddedPlan:
     vq_decoder_lr: float = 6e-4
     lm: LMShape = LMShape()
     stage1_lines: int = 20000
+    # Text-only edits (SequenceBuilder.edit_text, the stream mix.edit_text draws from) added to stage 1's text
+    # corpus, for layouts whose edit plan captions the source: the plan's text-to-text step (instruction and
+    # source caption -> result caption) is learnt before images arrive. A plain text LM of this shape learnt it to
+    # 272/300 held out from 50,600 of them in 6,000 steps (scripts/probe_plan_text.py, 2026-12-07); 0 = none.
+    stage1_edit_text: int = 0
     stage1: TrainConfig = TrainConfig(steps=300, max_tokens=2048, lr=2e-3, warmup_steps=30)
     mix: MixConfig = MixConfig(text_to_image=12000, caption=3000, vqa=6000, edit=3000, fewshot=1200, text=3000)
     eval_mix: MixConfig = MixConfig(
@@ -145,6 +150,12 @@ class EmbeddedPlan:
         if self.mix.edit_text and not plan_templates(self).plan_captions_source:
             raise ValueError(f"mix.edit_text (text-only edits) needs a layout whose edit plan captions the source "
                              f"first (query-first-caption-plan), not {self.layout!r}")
+        if isinstance(self.stage1_edit_text, bool) or not isinstance(self.stage1_edit_text, int) \
+                or self.stage1_edit_text < 0:
+            raise ValueError(f"stage1_edit_text must be an integer >= 0, got {self.stage1_edit_text!r}")
+        if self.stage1_edit_text and not plan_templates(self).plan_captions_source:
+            raise ValueError(f"stage1_edit_text (text-only edits in stage 1) needs a layout whose edit plan captions "
+                             f"the source first (query-first-caption-plan), not {self.layout!r}")
         if self.vision_init not in VISION_INITS:
             raise ValueError(f"vision_init must be one of {', '.join(VISION_INITS)}, got {self.vision_init!r}")
         if not 0 <= self.vq_restart_share <= 1:
@@ -169,6 +180,7 @@ class EmbeddedPlan:
         data.setdefault("vq_decoder_steps", 0)
         data.setdefault("vq_decoder_lr", 6e-4)
         data.setdefault("layout", "image-first")
+        data.setdefault("stage1_edit_text", 0)
         data["vq"] = VQConfig.from_dict(data["vq"])
         data["lm"] = LMShape(**data["lm"])
         for name in ("stage1", "stage2"):
@@ -341,10 +353,7 @@ def stage_data(plan: EmbeddedPlan, work: Path, tokenizer, vq) -> Artifacts:
 
     folder = work / "data"
     folder.mkdir(parents=True, exist_ok=True)
-    separator = row_separator(plan, vq)
-    if separator is not None:
-        separator = (tokenizer.convert_tokens_to_ids(separator[0]), separator[1])
-    builder = SequenceBuilder(tokenizer, templates=plan_templates(plan), separator=separator)
+    builder = sequence_builder(plan, tokenizer, vq)
     encode = vq_scene_encoder(vq)
     files = {"train": plan.mix, "heldout": plan.eval_mix}
     out = {}
@@ -359,6 +368,26 @@ def stage_data(plan: EmbeddedPlan, work: Path, tokenizer, vq) -> Artifacts:
     if not text_path.is_file():
         save_sequences(text_path, [builder.text(line) for line in text_corpus(plan.stage1_lines, seed=plan.seed + 2)])
     return Artifacts(tokenizer, vq, out["train"], out["heldout"], load_sequences(text_path))
+
+
+def sequence_builder(plan: EmbeddedPlan, tokenizer, vq) -> SequenceBuilder:
+    """The plan's sequence builder: its layout's templates, its row separators."""
+    separator = row_separator(plan, vq)
+    if separator is not None:
+        separator = (tokenizer.convert_tokens_to_ids(separator[0]), separator[1])
+    return SequenceBuilder(tokenizer, templates=plan_templates(plan), separator=separator)
+
+
+def stage1_corpus(plan: EmbeddedPlan, art: Artifacts) -> list:
+    """Stage 1's training sequences: the world's text, then ``plan.stage1_edit_text`` text-only edits of the
+    training split from the stream that ``mix.edit_text`` draws from (its samples are a prefix of these)."""
+    if not plan.stage1_edit_text:
+        return art.text
+    from unix_core.world import edit_samples
+
+    builder = sequence_builder(plan, art.tokenizer, art.vq)
+    edits = edit_samples(plan.stage1_edit_text, seed=plan.mix.seed + EDIT_TEXT_SEED, split="train")
+    return art.text + [builder.edit_text(e.instruction, e.source.caption(), e.target.caption()) for e in edits]
 
 
 def row_separator(plan: EmbeddedPlan, vq) -> tuple[str, int] | None:
@@ -391,7 +420,7 @@ def stage_text_lm(plan: EmbeddedPlan, work: Path, art: Artifacts, make_accelerat
     if not (final / "config.json").is_file():
         model = stage1_model(plan, art.tokenizer)
         heldout_text = [s for s in art.heldout if s.task == "text"]
-        log = train_lm(model, art.text, plan.stage1, work_dir=folder, accelerator=make_accelerator(),
+        log = train_lm(model, stage1_corpus(plan, art), plan.stage1, work_dir=folder, accelerator=make_accelerator(),
                        pad_id=art.tokenizer.pad_token_id, eval_sequences=heldout_text)
         model.to("cpu").save_pretrained(str(final))
         art.tokenizer.save_pretrained(str(final))
@@ -554,6 +583,8 @@ def plan_for_budget(
     mix_counts: dict[str, int] | None = None,
     layout: str | None = None,
     ema_decay: float | None = None,
+    stage1_steps: int | None = None,
+    stage1_edit_text: int | None = None,
 ) -> EmbeddedPlan:
     """A plan whose stages should fit ``minutes`` on the 2-core CPU (one thread); deterministic in its args.
     ``mix_counts`` sets the number of training samples of some tasks (after the budget's scaling of the mix);
@@ -565,7 +596,8 @@ def plan_for_budget(
     if hidden is not None or layers is not None or split is not None:
         lm = LMShape.of_width(hidden or lm.hidden_size, layers or lm.num_layers, split or lm.split)
     vq_steps = vq_steps or max(50, int(minutes * SHARES["vq"] * VQ_STEPS_PER_MINUTE))
-    stage1_steps = max(20, int(minutes * SHARES["stage1"] * 60 * STAGE1_TOKENS_PER_SECOND / TOKENS_PER_STEP))
+    stage1_steps = stage1_steps or max(20, int(minutes * SHARES["stage1"] * 60 * STAGE1_TOKENS_PER_SECOND
+                                               / TOKENS_PER_STEP))
     stage2_minutes = minutes * (1 - sum(SHARES.values()))
     steps = stage2_steps or max(20, int(stage2_minutes * 60 * STAGE2_TOKENS_PER_SECOND / TOKENS_PER_STEP))
     # smaller budgets get a proportionally smaller mix
@@ -579,6 +611,7 @@ def plan_for_budget(
         vq_decoder_steps=base.vq_decoder_steps if vq_decoder_steps is None else vq_decoder_steps,
         vis_separators=separators or base.vis_separators,
         layout=base.layout if layout is None else layout,
+        stage1_edit_text=base.stage1_edit_text if stage1_edit_text is None else stage1_edit_text,
         stage1=dataclasses.replace(base.stage1, steps=stage1_steps, seed=seed, warmup_steps=min(30, stage1_steps // 5)),
         stage2=dataclasses.replace(
             base.stage2, steps=steps, seed=seed, warmup_steps=min(100, steps // 10),
@@ -604,7 +637,8 @@ _STAGE_INPUTS = {
     "vq_decoder": (*_VQ_INPUTS, "vq_decoder_steps", "vq_decoder_lr"),
     # the task data is tokenized with both tokenizers, so it depends on everything they depend on
     "data": (*_TOKENIZER_INPUTS, *_VQ_INPUTS, "mix", "eval_mix", "stage1_lines", "layout"),
-    "stage1": (*_TOKENIZER_INPUTS, "stage1_lines", "stage1", "lm_without_split"),
+    "stage1": (*_TOKENIZER_INPUTS, "stage1_lines", "stage1", "lm_without_split", "stage1_edit_text",
+               "stage1_edit_layout"),
 }
 
 
@@ -618,6 +652,8 @@ def copy_reusable_stages(plan: EmbeddedPlan, source_out: str | Path, out: str | 
     mine = plan.to_dict()
     for d in (other, mine):
         d["lm_without_split"] = {k: v for k, v in d["lm"].items() if k != "split"}
+        # the layout shapes stage 1's text-only edits (and the mix seed picks them); without them it plays no part
+        d["stage1_edit_layout"] = (d["layout"], d["mix"]["seed"]) if d["stage1_edit_text"] else None
     copied = []
     for stage, inputs in _STAGE_INPUTS.items():
         src, dst = source_out / "work" / stage, out / "work" / stage
