@@ -11,7 +11,8 @@ Stages, each writing under ``OUT/work/<stage>`` and skipped when its output exis
                   and the export use the fine-tuned one;
 3. ``data``       task sequences (:mod:`.data`) for stage 2, held-out sequences for loss curves, text
                   sequences for stage 1, as safetensors;
-4. ``stage1``     a plain ``Qwen3ForCausalLM`` trained on the world's text;
+4. ``stage1``     a plain ``Qwen3ForCausalLM`` trained on the world's text (and ``plan.stage1_edit_text``
+                  text-only edits, for a plan whose edits caption their source first);
 5. ``stage2``     ``convert_qwen_to_unix`` with the plan's a:b split, trained on the multimodal mix
                   (``split = (0, 0)`` gives the shared-transformer baseline with the same data and budget);
 6. export        ``OUT/checkpoint``: config.json + model.safetensors, tokenizer files, vq_config.json +
@@ -37,7 +38,9 @@ import torch
 from unix_core.templates import SHAPES, SHAPES_LAYOUTS, TEMPLATES_FILE, PromptTemplates
 from unix_core.vq import VQConfig
 
-from .data import EDIT_TEXT_SEED, MixConfig, SequenceBuilder, build_mix, load_sequences, save_sequences, to_canvas, vq_scene_encoder
+from .data import (
+    EDIT_TEXT_SEED, MixConfig, SequenceBuilder, build_mix, load_sequences, save_sequences, to_canvas, vq_scene_encoder,
+)
 from .train_lm import TrainConfig, train_lm
 
 logger = logging.getLogger(__name__)
