@@ -120,8 +120,10 @@ class EmbeddedPlan:
     stage1_lines: int = 20000
     # Text-only edits (SequenceBuilder.edit_text, the stream mix.edit_text draws from) added to stage 1's text
     # corpus, for layouts whose edit plan captions the source: the plan's text-to-text step (instruction and
-    # source caption -> result caption) is learnt before images arrive. A plain text LM of this shape learnt it to
-    # 272/300 held out from 50,600 of them in 6,000 steps (scripts/probe_plan_text.py, 2026-12-07); 0 = none.
+    # source caption -> result caption) is learnt before images arrive; 0 = none. Measured (2026-12-07,
+    # scripts/probe_plan_text.py, 300 held-out edits): a plain LM of this shape trained on 50,600 of them alone
+    # writes 272 results right after 6,000 steps; stage 1, where the world's text shares the batches, 72 after
+    # 6,000 steps (its loss still falling) and 282 after 12,000.
     stage1_edit_text: int = 0
     stage1: TrainConfig = TrainConfig(steps=300, max_tokens=2048, lr=2e-3, warmup_steps=30)
     mix: MixConfig = MixConfig(text_to_image=12000, caption=3000, vqa=6000, edit=3000, fewshot=1200, text=3000)
