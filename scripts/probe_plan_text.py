@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from unix_core.templates import load_templates
-    from unix_core.training.data import EDIT_TEXT_SEED, IGNORE, SequenceBuilder
+    from unix_core.training.data import IGNORE, SequenceBuilder
     from unix_core.training.embedded import LMShape, stage1_model
     from unix_core.training.train_lm import TrainConfig, train_lm
     from unix_core.world import edit_samples
@@ -77,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"tokenizer has {len(tokenizer)}: score a model trained with that tokenizer")
         args.samples = args.steps = tokens = None  # trained elsewhere
     else:
-        train = [builder.edit_text(e.instruction, e.source.caption(), e.target.caption())
-                 for e in edit_samples(args.samples, seed=args.seed + EDIT_TEXT_SEED, split="train")]
+        train = builder.edit_texts(args.samples, seed=args.seed)
         shape = LMShape(hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads, num_kv_heads=1,
                         intermediate_size=args.intermediate, split=(0, 0))
         model = stage1_model(SimpleNamespace(lm=shape, seed=args.seed), tokenizer)

@@ -152,6 +152,15 @@ class SequenceBuilder:
         head, rest = self.plan_ids(source_caption, target_caption, split=True)
         return self._join(ids + head, rest, "edit_text")
 
+    def edit_texts(self, n: int, *, seed: int, split: str = "train") -> list[TrainingSequence]:
+        """The first ``n`` text-only edits (``edit_text``) of the mix seed ``seed``'s own stream of edit samples
+        (seed + ``EDIT_TEXT_SEED``, so their instructions are not the image edits'). The stream is one for every
+        caller: a larger ``n`` extends a smaller one (stage 1's text-only edits begin with stage 2's)."""
+        from unix_core.world import edit_samples
+
+        return [self.edit_text(e.instruction, e.source.caption(), e.target.caption())
+                for e in edit_samples(n, seed=seed + EDIT_TEXT_SEED, split=split)]
+
     def fewshot(
         self,
         examples: Sequence[tuple[torch.Tensor, str]],
@@ -257,9 +266,7 @@ def build_mix(builder: SequenceBuilder, encode_scenes: SceneEncoder, mix: MixCon
     for e in edits:
         instruction = None if rng.random() < mix.edit_unconditional_share else e.instruction
         out.append(builder.edit(codes[e.source], instruction, codes[e.target], e.target.caption(), e.source.caption()))
-    # text-only edits: their own stream of samples (another seed), so their instructions are not the image edits'
-    out += [builder.edit_text(e.instruction, e.source.caption(), e.target.caption())
-            for e in edit_samples(mix.edit_text, seed=seed + EDIT_TEXT_SEED, split=split)]
+    out += builder.edit_texts(mix.edit_text, seed=seed, split=split)
     for ep in episodes:
         examples = [(codes[s], text) for s, text in ep.examples]
         out.append(builder.fewshot(examples, codes[ep.query], ep.answer, train_examples=mix.train_fewshot_examples))

@@ -38,9 +38,7 @@ import torch
 from unix_core.templates import SHAPES, SHAPES_LAYOUTS, TEMPLATES_FILE, PromptTemplates
 from unix_core.vq import VQConfig
 
-from .data import (
-    EDIT_TEXT_SEED, MixConfig, SequenceBuilder, build_mix, load_sequences, save_sequences, to_canvas, vq_scene_encoder,
-)
+from .data import MixConfig, SequenceBuilder, build_mix, load_sequences, save_sequences, to_canvas, vq_scene_encoder
 from .train_lm import TrainConfig, train_lm
 
 logger = logging.getLogger(__name__)
@@ -388,11 +386,8 @@ def stage1_corpus(plan: EmbeddedPlan, art: Artifacts) -> list:
     training split from the stream that ``mix.edit_text`` draws from (its samples are a prefix of these)."""
     if not plan.stage1_edit_text:
         return art.text
-    from unix_core.world import edit_samples
-
-    builder = sequence_builder(plan, art.tokenizer, art.vq)
-    edits = edit_samples(plan.stage1_edit_text, seed=plan.mix.seed + EDIT_TEXT_SEED, split="train")
-    return art.text + [builder.edit_text(e.instruction, e.source.caption(), e.target.caption()) for e in edits]
+    return art.text + sequence_builder(plan, art.tokenizer, art.vq).edit_texts(plan.stage1_edit_text,
+                                                                               seed=plan.mix.seed)
 
 
 def row_separator(plan: EmbeddedPlan, vq) -> tuple[str, int] | None:
