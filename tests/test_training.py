@@ -762,6 +762,14 @@ def test_budget_plan_overrides_and_the_card_command_repeats_them():
             plan_for_budget(70, layout="query-first-caption-plan", stage1_edit_text=bad)
     with pytest.raises(ValueError, match="stage1_edit_text .* captions the source"):
         plan_for_budget(70, layout="query-first-plan", stage1_edit_text=10)
+    plastic = plan_for_budget(70, stage1_min_lr_ratio=1.0)
+    assert (plastic.stage1.min_lr_ratio, base.stage1.min_lr_ratio) == (1.0, 0.1) and plastic.stage2 == base.stage2
+    last = base.stage1.steps - 1  # the schedule holds the peak instead of decaying to a tenth of it
+    assert (plastic.stage1.lr_factor(last), base.stage1.lr_factor(last)) == (1.0, pytest.approx(0.1, abs=1e-3))
+    assert EmbeddedPlan.from_dict(plastic.to_dict()) == plastic
+    assert module.steps_flag(plastic.to_dict(), 70) == " --stage1-min-lr-ratio 1"
+    with pytest.raises(ValueError, match="min_lr_ratio in \\[0, 1\\]"):
+        plan_for_budget(70, stage1_min_lr_ratio=1.5)
     no_base = module.scores_table({"caption": {"correct": 9, "total": 10, "score": 0.9}}, None, "1:1")
     assert "| 9/10 = 90% | - |" in no_base and "| **90.0%** | - |" in no_base
 

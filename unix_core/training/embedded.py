@@ -585,10 +585,12 @@ def plan_for_budget(
     ema_decay: float | None = None,
     stage1_steps: int | None = None,
     stage1_edit_text: int | None = None,
+    stage1_min_lr_ratio: float | None = None,
 ) -> EmbeddedPlan:
     """A plan whose stages should fit ``minutes`` on the 2-core CPU (one thread); deterministic in its args.
     ``mix_counts`` sets the number of training samples of some tasks (after the budget's scaling of the mix);
-    ``edit_same_shape_share`` the mix's ``MixConfig.edit_same_shape_share``."""
+    ``edit_same_shape_share`` the mix's ``MixConfig.edit_same_shape_share``; ``stage1_min_lr_ratio`` where stage 1's
+    cosine schedule ends, as a share of its peak (``TrainConfig.min_lr_ratio``; 1 keeps the peak after warmup)."""
     if minutes <= 0:
         raise ValueError(f"budget must be positive minutes, got {minutes}")
     base = EmbeddedPlan(seed=seed)
@@ -612,7 +614,9 @@ def plan_for_budget(
         vis_separators=separators or base.vis_separators,
         layout=base.layout if layout is None else layout,
         stage1_edit_text=base.stage1_edit_text if stage1_edit_text is None else stage1_edit_text,
-        stage1=dataclasses.replace(base.stage1, steps=stage1_steps, seed=seed, warmup_steps=min(30, stage1_steps // 5)),
+        stage1=dataclasses.replace(base.stage1, steps=stage1_steps, seed=seed, warmup_steps=min(30, stage1_steps // 5),
+                                   min_lr_ratio=base.stage1.min_lr_ratio if stage1_min_lr_ratio is None
+                                   else stage1_min_lr_ratio),
         stage2=dataclasses.replace(
             base.stage2, steps=steps, seed=seed, warmup_steps=min(100, steps // 10),
             eval_every=max(25, steps // 8), checkpoint_every=max(25, min(200, steps // 5)),
