@@ -768,8 +768,9 @@ def test_budget_plan_overrides_and_the_card_command_repeats_them():
     assert (plastic.stage1.lr_factor(last), base.stage1.lr_factor(last)) == (1.0, pytest.approx(0.1, abs=1e-3))
     assert EmbeddedPlan.from_dict(plastic.to_dict()) == plastic
     assert module.steps_flag(plastic.to_dict(), 70) == " --stage1-min-lr-ratio 1"
-    with pytest.raises(ValueError, match="min_lr_ratio in \\[0, 1\\]"):
-        plan_for_budget(70, stage1_min_lr_ratio=1.5)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="stage1_min_lr_ratio .* must be in \\[0, 1\\], got"):
+            plan_for_budget(70, stage1_min_lr_ratio=bad)
     no_base = module.scores_table({"caption": {"correct": 9, "total": 10, "score": 0.9}}, None, "1:1")
     assert "| 9/10 = 90% | - |" in no_base and "| **90.0%** | - |" in no_base
 

@@ -593,6 +593,9 @@ def plan_for_budget(
     cosine schedule ends, as a share of its peak (``TrainConfig.min_lr_ratio``; 1 keeps the peak after warmup)."""
     if minutes <= 0:
         raise ValueError(f"budget must be positive minutes, got {minutes}")
+    if stage1_min_lr_ratio is not None and not 0 <= stage1_min_lr_ratio <= 1:
+        raise ValueError(f"stage1_min_lr_ratio (stage 1's last learning rate as a share of its peak) must be in "
+                         f"[0, 1], got {stage1_min_lr_ratio}")
     base = EmbeddedPlan(seed=seed)
     lm = base.lm
     if hidden is not None or layers is not None or split is not None:
