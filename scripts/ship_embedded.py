@@ -141,7 +141,7 @@ def stage_times(summary: dict) -> str:
 
 def steps_flag(plan: dict, budget: float, split: bool = True) -> str:
     """The overrides (``--split`` unless ``split`` is false, ``--vq-steps``, ``--vq-restart-share``, ``--vq-decoder-steps``,
-    ``--stage1-steps``, ``--stage1-edit-text``, ``--stage1-min-lr-ratio``, ``--stage2-steps``, ``--separators``, the
+    ``--stage1-steps``, ``--stage1-edit-text``, ``--stage1-extra-text``, ``--stage1-min-lr-ratio``, ``--stage2-steps``, ``--separators``, the
     stage-2 loss options and ``--layout``) that turn the budget's plan into the run's, or nothing."""
     from unix_core.training.data import MIX_TASKS
     from unix_core.training.embedded import plan_for_budget
@@ -160,6 +160,8 @@ def steps_flag(plan: dict, budget: float, split: bool = True) -> str:
         flags += f" --stage1-steps {plan['stage1']['steps']}"
     if plan.get("stage1_edit_text", 0) != planned.stage1_edit_text:
         flags += f" --stage1-edit-text {plan['stage1_edit_text']}"
+    if plan.get("stage1_extra_text", 0) != planned.stage1_extra_text:
+        flags += f" --stage1-extra-text {plan['stage1_extra_text']}"
     if plan["stage1"].get("min_lr_ratio", 0.1) != planned.stage1.min_lr_ratio:
         flags += f" --stage1-min-lr-ratio {plan['stage1']['min_lr_ratio']:g}"
     if plan["stage2"]["steps"] != planned.stage2.steps:

@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage1-edit-text", type=int, default=None,
                         help="text-only edits added to stage 1's text corpus (default 0; needs --layout "
                              "query-first-caption-plan)")
+    parser.add_argument("--stage1-extra-text", type=int, default=None,
+                        help="more lines of the world's text for stage 1 alone, after the data stage's 20,000 "
+                             "(default 0)")
     parser.add_argument("--stage1-min-lr-ratio", type=float, default=None,
                         help="where stage 1's cosine learning-rate schedule ends, as a share of its peak (default 0.1; "
                              "1 keeps the peak after warmup)")
@@ -141,8 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     if args.plan is not None:
         overrides = [f"--{k.replace('_', '-')}" for k in ("split", "hidden", "layers", "stage1_steps",
-                                                           "stage1_edit_text", "stage1_min_lr_ratio", "stage2_steps",
-                                                           "vq_steps", "vq_restart_share", "vq_decoder_steps",
+                                                           "stage1_edit_text", "stage1_extra_text",
+                                                           "stage1_min_lr_ratio", "stage2_steps", "vq_steps",
+                                                           "vq_restart_share", "vq_decoder_steps",
                                                            "change_weight", "edit_change_weight", "edit_keep_weight",
                                                            "edit_same_shape_share", "image_noise", "task_weight",
                                                            "mix", "layout", "ema_decay") if getattr(args, k) is not None]
@@ -164,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                                    mix_counts=None if args.mix is None else dict(args.mix),
                                    layout=args.layout, ema_decay=args.ema_decay,
                                    stage1_steps=args.stage1_steps, stage1_edit_text=args.stage1_edit_text,
-                                   stage1_min_lr_ratio=args.stage1_min_lr_ratio)
+                                   stage1_min_lr_ratio=args.stage1_min_lr_ratio,
+                                   stage1_extra_text=args.stage1_extra_text)
         except ValueError as err:  # a combination of options the plan refuses
             parser.error(str(err))
     if (args.out / "plan.json").exists() and not args.resume:

@@ -515,9 +515,10 @@ def test_plan_layout_is_trained_served_with_its_plan_and_evaluated(tmp_path, mon
     from unix_core.training.data import load_sequences
     from unix_core.training.embedded import copy_reusable_stages, run_plan
     from unix_core.training.evaluate import folder_evaluator
+    from unix_core.world import text_corpus
 
     captioned = layout == "query-first-caption-plan"
-    plan = tiny_plan().replace(layout=layout)
+    plan = tiny_plan().replace(layout=layout, stage1_extra_text=4)  # and more of the world's text in stage 1
     if captioned:  # text-only edits in stage 2 and, more of them from the same stream, in stage 1
         plan = plan.replace(mix=dataclasses.replace(plan.mix, edit_text=3), stage1_edit_text=5)
     corpora = []  # what each train_lm call trained on: stage 1, then stage 2
@@ -530,7 +531,9 @@ def test_plan_layout_is_trained_served_with_its_plan_and_evaluated(tmp_path, mon
     monkeypatch.setattr(embedded, "train_lm", train_lm)
     folder = run_plan(plan, tmp_path / "p", make_accelerator=lambda: Accelerator(cpu=True))
     stage1_edits = [s for s in corpora[0] if s.task == "edit_text"]
-    assert len(stage1_edits) == plan.stage1_edit_text and len(corpora[0]) == plan.stage1_lines + len(stage1_edits)
+    stage1_text = [s for s in corpora[0] if s.task == "text"]
+    assert len(stage1_edits) == plan.stage1_edit_text and len(corpora[0]) == len(stage1_text) + len(stage1_edits)
+    assert len(stage1_text) == plan.stage1_lines + plan.stage1_extra_text
     stage2_edits = [s for s in corpora[1] if s.task == "edit_text"]
     # stage 2's text-only edits are the first of stage 1's (one stream); the mix shuffles them
     assert sorted(map(str, stage2_edits)) == sorted(map(str, stage1_edits[: plan.mix.edit_text]))
@@ -538,7 +541,13 @@ def test_plan_layout_is_trained_served_with_its_plan_and_evaluated(tmp_path, mon
         assert "stage1" in copy_reusable_stages(plan.replace(lm=dataclasses.replace(plan.lm, split=(0, 0))),
                                                 tmp_path / "p", tmp_path / "twin")
         assert "stage1" not in copy_reusable_stages(plan.replace(stage1_edit_text=4), tmp_path / "p", tmp_path / "x")
+    assert "stage1" not in copy_reusable_stages(plan.replace(stage1_extra_text=3), tmp_path / "p", tmp_path / "y")
     pipe = UniXPipeline.from_pretrained(folder)
+    # stage 1's world text: the data stage's lines, then the same stream's next ones
+    stream = list(text_corpus(plan.stage1_lines + plan.stage1_extra_text, seed=plan.seed + 2))
+    assert [pipe.tokenizer.decode(s.input_ids, skip_special_tokens=True) for s in stage1_text] == stream
+    assert [s.input_ids for s in stage1_text[: plan.stage1_lines]] == [
+        s.input_ids for s in load_sequences(tmp_path / "p" / "work" / "data" / "text.safetensors")]
     assert pipe.templates.edit_plan == SHAPES_LAYOUTS[layout]["edit_plan"]
     assert pipe.templates.edit_plan_text == (" {source} result: {target}" if captioned else " {target}")
     start = pipe.model.config.vision_start_id
@@ -762,6 +771,13 @@ def test_budget_plan_overrides_and_the_card_command_repeats_them():
             plan_for_budget(70, layout="query-first-caption-plan", stage1_edit_text=bad)
     with pytest.raises(ValueError, match="stage1_edit_text .* captions the source"):
         plan_for_budget(70, layout="query-first-plan", stage1_edit_text=10)
+    fresh = plan_for_budget(70, stage1_extra_text=1000)
+    assert (fresh.stage1_extra_text, base.stage1_extra_text) == (1000, 0)
+    assert EmbeddedPlan.from_dict(fresh.to_dict()) == fresh
+    assert module.steps_flag(fresh.to_dict(), 70) == " --stage1-extra-text 1000"
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="stage1_extra_text must be an integer"):
+            plan_for_budget(70, stage1_extra_text=bad)
     plastic = plan_for_budget(70, stage1_min_lr_ratio=1.0)
     assert (plastic.stage1.min_lr_ratio, base.stage1.min_lr_ratio) == (1.0, 0.1) and plastic.stage2 == base.stage2
     last = base.stage1.steps - 1  # the schedule holds the peak instead of decaying to a tenth of it

@@ -92,6 +92,7 @@ class LMShape:
 
 
 VISION_INITS = ("mean", "palette")  # EmbeddedPlan.vision_init
+STAGE1_TEXT_SEED = 2  # the world's text stream of stage 1 (and the data stage's share of it): plan.seed + this
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,11 @@ class EmbeddedPlan:
     # writes 272 results right after 6,000 steps; stage 1, where the world's text shares the batches, 72 after
     # 6,000 steps (its loss still falling) and 282 after 12,000.
     stage1_edit_text: int = 0
+    # More lines of the world's text for stage 1 alone: the data stage's text is the first ``stage1_lines`` of
+    # the world's text stream, stage 1 then also reads the next ``stage1_extra_text`` (stage 2's text mix is
+    # unchanged); 0 = none. The data stage's 20,000 lines hold 8,458 distinct ones of about 10.5 tokens, so a
+    # long stage 1 reads each many times (12,000 steps of 2,048 tokens: about 100 times).
+    stage1_extra_text: int = 0
     stage1: TrainConfig = TrainConfig(steps=300, max_tokens=2048, lr=2e-3, warmup_steps=30)
     mix: MixConfig = MixConfig(text_to_image=12000, caption=3000, vqa=6000, edit=3000, fewshot=1200, text=3000)
     eval_mix: MixConfig = MixConfig(
@@ -156,6 +162,9 @@ class EmbeddedPlan:
         if isinstance(self.stage1_edit_text, bool) or not isinstance(self.stage1_edit_text, int) \
                 or self.stage1_edit_text < 0:
             raise ValueError(f"stage1_edit_text must be an integer >= 0, got {self.stage1_edit_text!r}")
+        if isinstance(self.stage1_extra_text, bool) or not isinstance(self.stage1_extra_text, int) \
+                or self.stage1_extra_text < 0:
+            raise ValueError(f"stage1_extra_text must be an integer >= 0, got {self.stage1_extra_text!r}")
         if self.stage1_edit_text and not plan_templates(self).plan_captions_source:
             raise ValueError(f"stage1_edit_text (text-only edits in stage 1) needs a layout whose edit plan captions "
                              f"the source first (query-first-caption-plan), not {self.layout!r}")
@@ -184,6 +193,7 @@ class EmbeddedPlan:
         data.setdefault("vq_decoder_lr", 6e-4)
         data.setdefault("layout", "image-first")
         data.setdefault("stage1_edit_text", 0)
+        data.setdefault("stage1_extra_text", 0)
         data["vq"] = VQConfig.from_dict(data["vq"])
         data["lm"] = LMShape(**data["lm"])
         for name in ("stage1", "stage2"):
@@ -369,7 +379,8 @@ def stage_data(plan: EmbeddedPlan, work: Path, tokenizer, vq) -> Artifacts:
         out[name] = load_sequences(path)
     text_path = folder / "text.safetensors"
     if not text_path.is_file():
-        save_sequences(text_path, [builder.text(line) for line in text_corpus(plan.stage1_lines, seed=plan.seed + 2)])
+        save_sequences(text_path, [builder.text(line) for line in text_corpus(plan.stage1_lines,
+                                                                              seed=plan.seed + STAGE1_TEXT_SEED)])
     return Artifacts(tokenizer, vq, out["train"], out["heldout"], load_sequences(text_path))
 
 
@@ -382,12 +393,19 @@ def sequence_builder(plan: EmbeddedPlan, tokenizer, vq) -> SequenceBuilder:
 
 
 def stage1_corpus(plan: EmbeddedPlan, art: Artifacts) -> list:
-    """Stage 1's training sequences: the world's text, then ``plan.stage1_edit_text`` text-only edits of the
-    training split from the stream that ``mix.edit_text`` draws from (its samples are a prefix of these)."""
-    if not plan.stage1_edit_text:
+    """Stage 1's training sequences: the world's text (the data stage's, then the stream's next
+    ``plan.stage1_extra_text`` lines), then ``plan.stage1_edit_text`` text-only edits of the training split from
+    the stream that ``mix.edit_text`` draws from (its samples are a prefix of these)."""
+    from itertools import islice
+
+    from unix_core.world import text_corpus
+
+    if not plan.stage1_edit_text and not plan.stage1_extra_text:
         return art.text
-    return art.text + sequence_builder(plan, art.tokenizer, art.vq).edit_texts(plan.stage1_edit_text,
-                                                                               seed=plan.mix.seed)
+    builder = sequence_builder(plan, art.tokenizer, art.vq)
+    stream = text_corpus(plan.stage1_lines + plan.stage1_extra_text, seed=plan.seed + STAGE1_TEXT_SEED)
+    extra = [builder.text(line) for line in islice(stream, plan.stage1_lines, None)]
+    return art.text + extra + builder.edit_texts(plan.stage1_edit_text, seed=plan.mix.seed)
 
 
 def row_separator(plan: EmbeddedPlan, vq) -> tuple[str, int] | None:
@@ -586,6 +604,7 @@ def plan_for_budget(
     stage1_steps: int | None = None,
     stage1_edit_text: int | None = None,
     stage1_min_lr_ratio: float | None = None,
+    stage1_extra_text: int | None = None,
 ) -> EmbeddedPlan:
     """A plan whose stages should fit ``minutes`` on the 2-core CPU (one thread); deterministic in its args.
     ``mix_counts`` sets the number of training samples of some tasks (after the budget's scaling of the mix);
@@ -617,6 +636,7 @@ def plan_for_budget(
         vis_separators=separators or base.vis_separators,
         layout=base.layout if layout is None else layout,
         stage1_edit_text=base.stage1_edit_text if stage1_edit_text is None else stage1_edit_text,
+        stage1_extra_text=base.stage1_extra_text if stage1_extra_text is None else stage1_extra_text,
         stage1=dataclasses.replace(base.stage1, steps=stage1_steps, seed=seed, warmup_steps=min(30, stage1_steps // 5),
                                    min_lr_ratio=base.stage1.min_lr_ratio if stage1_min_lr_ratio is None
                                    else stage1_min_lr_ratio),
@@ -645,7 +665,7 @@ _STAGE_INPUTS = {
     # the task data is tokenized with both tokenizers, so it depends on everything they depend on
     "data": (*_TOKENIZER_INPUTS, *_VQ_INPUTS, "mix", "eval_mix", "stage1_lines", "layout"),
     "stage1": (*_TOKENIZER_INPUTS, "stage1_lines", "stage1", "lm_without_split", "stage1_edit_text",
-               "stage1_edit_layout"),
+               "stage1_extra_text", "stage1_edit_layout"),
 }
 
 
