@@ -141,8 +141,9 @@ def stage_times(summary: dict) -> str:
 
 def steps_flag(plan: dict, budget: float, split: bool = True) -> str:
     """The overrides (``--split`` unless ``split`` is false, ``--vq-steps``, ``--vq-restart-share``, ``--vq-decoder-steps``,
-    ``--stage1-steps``, ``--stage1-edit-text``, ``--stage1-extra-text``, ``--stage1-min-lr-ratio``, ``--stage2-steps``, ``--separators``, the
-    stage-2 loss options and ``--layout``) that turn the budget's plan into the run's, or nothing."""
+    ``--stage1-steps``, ``--stage1-edit-text``, ``--stage1-extra-text``, ``--stage1-min-lr-ratio``,
+    ``--stage2-steps``, ``--separators``, the stage-2 loss options and ``--layout``) that turn the budget's plan
+    into the run's, or nothing."""
     from unix_core.training.data import MIX_TASKS
     from unix_core.training.embedded import plan_for_budget
 
