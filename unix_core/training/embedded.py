@@ -127,8 +127,8 @@ class EmbeddedPlan:
     # More lines of the world's text for stage 1 alone: the data stage's text is the first ``stage1_lines`` of
     # the world's text stream, stage 1 then also reads the next ``stage1_extra_text`` (stage 2's text mix is
     # unchanged); 0 = none. The data stage's 20,000 lines hold 8,458 distinct ones of about 10.5 tokens, so a
-    # long stage 1 reads each many times (12,000 steps of 2,048 tokens: about 100 times). Measured (2026-12-07,
-    # model card): 900,000 more lines with 200,000 text-only edits, 12,000 steps, about one pass over each line:
+    # long stage 1 reads each many times (12,000 steps, 17.5 M tokens: about 76 times). Measured (2026-12-07,
+    # model card): 900,000 more lines with 200,000 text-only edits, 12,000 steps, under one pass over each line:
     # stage 2 lagged as after the repeated text, and stage 1 did not learn the edit plan's text step (0 of 300).
     stage1_extra_text: int = 0
     stage1: TrainConfig = TrainConfig(steps=300, max_tokens=2048, lr=2e-3, warmup_steps=30)
