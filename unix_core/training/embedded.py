@@ -161,12 +161,10 @@ class EmbeddedPlan:
         if self.mix.edit_text and not plan_templates(self).plan_captions_source:
             raise ValueError(f"mix.edit_text (text-only edits) needs a layout whose edit plan captions the source "
                              f"first (query-first-caption-plan), not {self.layout!r}")
-        if isinstance(self.stage1_edit_text, bool) or not isinstance(self.stage1_edit_text, int) \
-                or self.stage1_edit_text < 0:
-            raise ValueError(f"stage1_edit_text must be an integer >= 0, got {self.stage1_edit_text!r}")
-        if isinstance(self.stage1_extra_text, bool) or not isinstance(self.stage1_extra_text, int) \
-                or self.stage1_extra_text < 0:
-            raise ValueError(f"stage1_extra_text must be an integer >= 0, got {self.stage1_extra_text!r}")
+        for name in ("stage1_edit_text", "stage1_extra_text", "vq_decoder_steps"):  # counts
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
         if self.stage1_edit_text and not plan_templates(self).plan_captions_source:
             raise ValueError(f"stage1_edit_text (text-only edits in stage 1) needs a layout whose edit plan captions "
                              f"the source first (query-first-caption-plan), not {self.layout!r}")
@@ -174,9 +172,6 @@ class EmbeddedPlan:
             raise ValueError(f"vision_init must be one of {', '.join(VISION_INITS)}, got {self.vision_init!r}")
         if not 0 <= self.vq_restart_share <= 1:
             raise ValueError(f"vq_restart_share must be in [0, 1], got {self.vq_restart_share!r}")
-        if isinstance(self.vq_decoder_steps, bool) or not isinstance(self.vq_decoder_steps, int) \
-                or self.vq_decoder_steps < 0:
-            raise ValueError(f"vq_decoder_steps must be an integer >= 0, got {self.vq_decoder_steps!r}")
         if not self.vq_decoder_lr > 0:
             raise ValueError(f"vq_decoder_lr must be > 0, got {self.vq_decoder_lr!r}")
 
